@@ -1,0 +1,50 @@
+"""Command groups are registered here; each lives in its own module and imports its capability
+lazily inside the command body."""
+
+from __future__ import annotations
+
+import typer
+
+from cloudward.cli import audit, exposure, findings, rules
+
+app = typer.Typer(
+    name="cloudward",
+    help="Find and close the cloud gaps that crews such as TeamTNT exploit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from cloudward import __version__
+
+        typer.echo(f"cloudward {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """cloudward: exposure scanning, findings store and reports."""
+
+
+app.add_typer(exposure.app, name="exposure")
+app.add_typer(findings.app, name="findings")
+app.add_typer(rules.app, name="rules")
+app.command("audit")(audit.audit)
+
+
+def run() -> None:
+    from cloudward.core.errors import CloudwardError
+
+    try:
+        app()
+    except CloudwardError as exc:
+        from cloudward.cli.common import err_console
+
+        err_console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        raise SystemExit(exc.exit_code) from None

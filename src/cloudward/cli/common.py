@@ -1,0 +1,115 @@
+"""Options and plumbing shared by every command: output, gating, settings, store, rules."""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cloudward.core.config import Settings
+    from cloudward.core.rules import RuleSet
+    from cloudward.core.scan import ScanResult
+    from cloudward.core.severity import Severity
+
+FORMATS = ("table", "json", "sarif", "html")
+
+FormatOption = typer.Option(None, "--format", "-f", help=f"Output format: {', '.join(FORMATS)} "
+                            "(default: table on a terminal, json otherwise).")
+OutputOption = typer.Option(None, "--output", "-o", help="Write the report to this file instead of stdout.")
+FailOnOption = typer.Option(None, "--fail-on", help="Exit 1 when a finding at or above this severity "
+                            "(info, low, medium, high, critical) is found.")
+RulesOption = typer.Option(None, "--rules", help="Add the YAML rules in this directory (repeatable).")
+ConfigOption = typer.Option(None, "--config", help="Path to cloudward.toml.")
+NoStoreOption = typer.Option(False, "--no-store", help="Do not record this scan in the findings store.")
+
+
+@cache
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@cache
+def out_console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def settings(config: Path | None = None) -> Settings:
+    from cloudward.core.config import load_settings
+
+    return load_settings(config)
+
+
+def parse_severity(text: str | None, option: str) -> Severity | None:
+    if text is None:
+        return None
+    from cloudward.core.errors import UsageError
+    from cloudward.core.severity import Severity
+
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def resolve_format(fmt: str | None, output: Path | None) -> str:
+    from cloudward.core.errors import UsageError
+
+    if fmt is None:
+        if output is not None:
+            return {".sarif": "sarif", ".html": "html", ".json": "json"}.get(output.suffix, "json")
+        return "table" if sys.stdout.isatty() else "json"
+    if fmt not in FORMATS:
+        raise UsageError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return fmt
+
+
+def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
+    """Every capability's built-in rules plus the user's folders, validated by their engines."""
+    from cloudward.core.rules import load_rules
+    from cloudward.exposure.evaluate import validate_rule
+
+    return load_rules(["cloudward.exposure"], extra or [], validators={"exposure": validate_rule})
+
+
+def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:
+    from cloudward.report import write_report
+
+    chosen = resolve_format(fmt, output)
+    if output is None:
+        write_report(result, chosen, sys.stdout)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as handle:
+            write_report(result, chosen, handle)
+        err_console().print(f"wrote {chosen} report to {output}", highlight=False)
+
+
+def record(result: ScanResult, config: Path | None, no_store: bool) -> None:
+    """Store the scan (findings upserted by fingerprint) unless the user opted out."""
+    if no_store:
+        return
+    from cloudward.store import open_store
+
+    with open_store(settings(config)) as store:
+        store.record_scan(result)
+
+
+def gate(result: ScanResult, fail_on: str | None) -> None:
+    """Exit codes: 0 clean, 1 findings at/above --fail-on, 3 when the scan itself failed."""
+    threshold = parse_severity(fail_on, "--fail-on")
+    from cloudward.core.scan import ScanStatus
+
+    if result.status is ScanStatus.FAILED:
+        raise typer.Exit(3)
+    if threshold is not None and any(f.severity >= threshold for f in result.findings):
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""Shared evaluators that turn facts plus rules into verdicts; they import only `core`."""
