@@ -75,6 +75,8 @@ class ScanResult(BaseModel):
                 "stats": self.stats,
             },
             "findings": [f.to_contract() for f in self.findings],
+            # What was identified even where no rule fired (e.g. a Redis that requires AUTH).
+            "inventory": list(self.inventory),
         }
 
 

@@ -1,0 +1,14 @@
+# The README's two commands: `make run` (cloudward's main job) and `make test` (the whole suite).
+.PHONY: run test bench lint
+
+run:
+	scripts/run
+
+test:
+	scripts/test
+
+lint:
+	scripts/setup && .venv/bin/ruff check src tests benchmarks && .venv/bin/mypy && .venv/bin/lint-imports --no-cache
+
+bench:
+	scripts/setup && .venv/bin/python benchmarks/exposure/run.py

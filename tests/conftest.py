@@ -1,0 +1,3 @@
+"""Suite-wide fixtures: the real-service harness (tests/harness) is available to every test."""
+
+from tests.harness.fixtures import *  # noqa: F403
