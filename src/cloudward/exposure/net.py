@@ -138,7 +138,7 @@ class HttpResponse:
 
         try:
             return json.loads(self.body) if not self.truncated else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
 
 

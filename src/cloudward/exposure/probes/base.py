@@ -70,13 +70,16 @@ class ProbeContext:
         """
         key = (tls, method, path, body)
         cached = self._http_cache.get(key)
+        if cached is None and tls and self.tls_works is False:
+            cached = ProbeError("the port does not complete a TLS handshake")
         if cached is None:
             try:
                 conn = await self.connect(tls=tls)
                 if tls:
                     self.tls_works = True
                 try:
-                    cached = await http_exchange(conn, self.host, HttpRequest(method, path, body, headers or {}), tls)
+                    request = HttpRequest(method, path, body, headers or {})
+                    cached = await http_exchange(conn, self.host, request, tls)
                 finally:
                     await conn.close()
             except ProbeError as exc:

@@ -1,0 +1,69 @@
+"""Every data rule is proven by fixtures: tests/rules/<rule_id>/positive*.json must fire it and
+negative*.json must not. A rule without both is a failure, so no detection claim goes untested.
+
+Exposure fixtures are observations: {"service": ..., "facts": {...}}.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloudward.cli.common import load_all_rules
+from cloudward.core.attack import unknown_techniques
+from cloudward.exposure.evaluate import compile_rules, evaluate
+from cloudward.exposure.probes.base import Observation
+
+HERE = Path(__file__).parent
+RULES = list(load_all_rules())
+
+
+def _fixtures(rule_id: str, kind: str) -> list[Path]:
+    return sorted((HERE / rule_id).glob(f"{kind}*.json"))
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
+def test_rule_has_positive_and_negative_fixtures(rule):
+    assert _fixtures(rule.id, "positive"), f"tests/rules/{rule.id}/positive.json is missing"
+    assert _fixtures(rule.id, "negative"), f"tests/rules/{rule.id}/negative.json is missing"
+
+
+def _cases():
+    for rule in RULES:
+        for kind in ("positive", "negative"):
+            for path in _fixtures(rule.id, kind):
+                yield pytest.param(rule, kind == "positive", path, id=f"{rule.id}/{path.name}")
+
+
+@pytest.mark.parametrize(("rule", "should_fire", "path"), list(_cases()))
+def test_rule_fixture(rule, should_fire, path):
+    data = json.loads(path.read_text())
+    observation = Observation(service=data["service"], host="127.0.0.1", port=1, facts=data["facts"])
+    fired = [f.rule_id for f in evaluate(observation, compile_rules([rule]))]
+    assert (rule.id in fired) is should_fire
+
+
+def test_fixture_folders_name_real_rules():
+    ids = {r.id for r in RULES}
+    orphans = [p.name for p in HERE.iterdir() if p.is_dir() and not p.name.startswith("__") and p.name not in ids]
+    assert not orphans, f"fixture folders without a rule: {orphans}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
+def test_attack_ids_exist_in_mitre_data(rule):
+    assert not unknown_techniques(rule.attack)
+
+
+def test_shipped_attack_data_matches_corpus():
+    """The package ships a reduced copy of the corpus; it must not drift from it."""
+    from cloudward.core.attack import techniques
+
+    corpus = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "mitre-attack" / "enterprise-techniques.json"
+    data = json.loads(corpus.read_text())
+    assert techniques() == {t["id"]: t["name"] for t in data["techniques"]}
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
+def test_rule_metadata_is_complete(rule):
+    assert rule.references, "a rule must cite at least one reference"
+    assert rule.attack or rule.category.value == "vulnerability"
