@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.harness.fixtures import *  # noqa: F403  (until tests/conftest.py imports them)
 from tests.harness.services import (
     MissingBinaryError,
     PostgresService,
@@ -35,7 +35,6 @@ from tests.harness.services import (
     start_redis,
     start_registry,
     start_sshd,
-    stop_all,
     wait_for_port,
 )
 
@@ -110,9 +109,18 @@ def test_generic_process_serves_on_its_port() -> None:
 
 
 def test_stop_all_is_a_safety_net_for_forgotten_services() -> None:
-    service = start_redis("127.0.1.5")
-    stop_all()
-    assert_gone(service)
+    """Run in a child interpreter: stop_all() stops every live service of its process, and this
+    process holds session-wide services other tests still use."""
+    script = (
+        "import sys; from tests.harness.services import start_redis, stop_all, port_open\n"
+        "s = start_redis('127.0.1.5'); print(s.port, s.dir, flush=True)\n"
+        "stop_all(); sys.exit(0 if not port_open(s.host, s.port) and not s.dir.exists() else 1)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_pool_starts_services_on_many_loopback_addresses_and_stops_them() -> None:

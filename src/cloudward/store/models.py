@@ -1,0 +1,166 @@
+"""The tables of the findings store, as SQLAlchemy 2 declarative models.
+
+The migrations in `migrations/versions/` must create exactly this schema; a test runs alembic's
+autogenerate comparison against both SQLite and PostgreSQL to keep the two from drifting.
+
+Why some choices:
+- Timestamps go through `UTCDateTime`, so both backends hand back aware UTC datetimes (SQLite keeps
+  no zone, PostgreSQL returns the session's zone) and SQLite stores one string format that sorts
+  and compares correctly.
+- JSON is plain `JSON`, not PostgreSQL's JSONB: nothing queries inside it, and `json` accepts the
+  `\\u0000` escapes that hostile evidence can carry, where JSONB rejects them.
+- `severity_rank` duplicates `severity` as an integer so `--severity high` is an indexed `>=`.
+- The constraint naming convention gives every constraint the same name on every backend, which
+  future ALTERs (batch mode on SQLite) depend on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+OPEN = "open"
+FIXED = "fixed"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (naive input is taken to be UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # SQLite compares timestamps as text: one zone-less format keeps that ordering right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ScanRow(Base):
+    """One recorded scan. `scope` hashes the sorted target list so "the previous scan of the same
+    kind and scope" is one indexed lookup."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    started: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime())
+    targets: Mapped[list[str]] = mapped_column(JSON)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON)
+    finding_count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_scans_kind_scope_started", "kind", "scope", "started"),
+        Index("ix_scans_started", "started"),
+    )
+
+
+class FindingRow(Base):
+    """The current state of one problem on one thing, keyed by the Finding's fingerprint."""
+
+    __tablename__ = "findings"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(200), index=True)
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    severity_rank: Mapped[int] = mapped_column(Integer, index=True)
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    target_kind: Mapped[str] = mapped_column(String(32))
+    target_name: Mapped[str] = mapped_column(Text)
+    location: Mapped[dict[str, Any]] = mapped_column(JSON)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text)
+    remediation: Mapped[str] = mapped_column(Text)
+    references: Mapped[list[str]] = mapped_column(JSON)
+    attack: Mapped[list[str]] = mapped_column(JSON)
+    compliance: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+    first_scan_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("scans.id", ondelete="SET NULL"), nullable=True
+    )
+    last_scan_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("scans.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    status: Mapped[str] = mapped_column(String(8), index=True)
+    fixed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fixed_scan_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("scans.id", ondelete="SET NULL"), nullable=True
+    )
+
+    __table_args__ = (CheckConstraint("status IN ('open', 'fixed')", name="status"),)
+
+
+class ScanFindingRow(Base):
+    """Which findings each scan saw: what makes a diff between two scans exact, not inferred."""
+
+    __tablename__ = "scan_findings"
+
+    scan_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True
+    )
+    fingerprint: Mapped[str] = mapped_column(
+        String(64), ForeignKey("findings.fingerprint", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class SuppressionRow(Base):
+    """An accepted risk: one fingerprint, or a rule id (glob) on targets matching a glob.
+
+    Expiry is checked at query time, so an expired suppression stops applying without any job.
+    """
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    rule_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    target_pattern: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("fingerprint IS NOT NULL OR rule_id IS NOT NULL", name="subject"),
+    )
