@@ -13,12 +13,8 @@ from contextlib import aclosing
 
 import pytest
 
-from cloudward.exposure import discovery
 from cloudward.exposure.discovery import (
     DiscoveryStats,
-    PortState,
-    ResourceExhaustedError,
-    connect_once,
     discover,
     fd_capped_concurrency,
     raise_nofile_limit,
@@ -85,116 +81,37 @@ def test_ipv6_loopback():
         sock.close()
 
 
-def test_connect_once_states(listeners):
-    host, port = next(iter(listeners.items()))
-
-    async def main():
-        opened = await connect_once(Host(host), port, 1.0)
-        refused = await connect_once(Host("127.0.5.1"), port, 1.0)
-        return opened, refused
-
-    assert asyncio.run(main()) == ((PortState.OPEN, ""), (PortState.CLOSED, ""))
-
-
-def test_concurrency_is_a_hard_limit(monkeypatch):
-    active = peak = 0
-
-    async def fake_connect(host, port, timeout):
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await asyncio.sleep(0.001)
-        active -= 1
-        return PortState.CLOSED, ""
-
-    monkeypatch.setattr(discovery, "connect_once", fake_connect)
-    groups = ((Host(f"127.0.6.{i}"), range(1, 21)) for i in range(20))
-    _, stats = asyncio.run(_collect(groups, concurrency=7))
-    assert peak == 7 and stats.probed == 400
-
-
-def test_resource_exhaustion_backs_off_shrinks_and_loses_nothing(monkeypatch):
-    failures = 40
-    calls = 0
-
-    async def flaky_connect(host, port, timeout):
-        nonlocal calls
-        calls += 1
-        mine = calls
-        await asyncio.sleep(0)
-        if mine <= failures:
-            raise ResourceExhaustedError("cannot open a socket: Too many open files")
-        return (PortState.OPEN if port == 7 else PortState.CLOSED), ""
-
-    monkeypatch.setattr(discovery, "connect_once", flaky_connect)
-    monkeypatch.setattr(discovery, "SHRINK_COOLDOWN", 0.0)
-    groups = [(Host(f"127.0.6.{i}"), list(range(1, 11))) for i in range(10)]
-    found, stats = asyncio.run(_collect(groups, concurrency=32))
-    assert stats.probed == 100 and stats.errors == 0
-    assert stats.resource_retries == failures
-    assert stats.concurrency == 32 and stats.concurrency_low < 32
-    assert found == {f"127.0.6.{i}": [7] for i in range(10)}
-
-
-def test_persistent_resource_exhaustion_becomes_a_host_error(monkeypatch):
-    async def always_exhausted(host, port, timeout):
-        raise ResourceExhaustedError("cannot open a socket: Too many open files")
-
-    async def no_sleep(delay):
-        return None
-
-    monkeypatch.setattr(discovery, "connect_once", always_exhausted)
-    monkeypatch.setattr(discovery.asyncio, "sleep", no_sleep)
-    errors: list[tuple[str, str]] = []
-    _, stats = asyncio.run(_collect([(Host("127.0.6.1"), [1, 2, 3])],
-                                    on_error=lambda host, msg: errors.append((host, msg))))
-    assert stats.errors == 3
-    assert errors == [("127.0.6.1", errors[0][1])]
-    assert "3 port(s) could not be probed" in errors[0][1] and "Too many open files" in errors[0][1]
-
-
 @pytest.mark.timeout(120)
 def test_real_emfile_does_not_crash(tmp_path):
-    """A process with only 64 descriptors scanning 256 endpoints at concurrency 512 finishes."""
+    """A process limited to 64 descriptors holds 30 listeners and sweeps their 30 open ports plus
+    closed ones at concurrency 512: connections in flight run into EMFILE, the sweep shrinks and
+    retries, and every open port is still found."""
     script = textwrap.dedent("""
         import asyncio, resource, socket
         from contextlib import aclosing
         from cloudward.exposure.discovery import DiscoveryStats, discover
         from cloudward.exposure.targets import Host
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        listener = socket.socket(); listener.bind(("127.0.7.1", 0)); listener.listen(1024)
-        port = listener.getsockname()[1]
+        listeners = []
+        for _ in range(30):
+            s = socket.socket(); s.bind(("127.0.7.1", 0)); s.listen(64); listeners.append(s)
+        ports = sorted(s.getsockname()[1] for s in listeners)
         async def main():
             stats = DiscoveryStats()
-            hosts = [(Host(f"127.0.7.{i}"), [port, port + 1]) for i in range(1, 129)]
+            hosts = [(Host("127.0.7.1"), ports + [1, 2])] + [(Host(f"127.0.7.{i}"), [1, 2]) for i in range(2, 50)]
             found = []
             async with aclosing(discover(hosts, concurrency=512, stats=stats)) as stream:
-                async for host, ports in stream:
-                    found.append((host.address, ports))
+                async for host, open_ports in stream:
+                    found.append((host.address, open_ports))
             return found, stats
         found, stats = asyncio.run(main())
-        assert found == [("127.0.7.1", [port])], found
-        assert stats.probed == 256 and stats.resource_retries > 0, stats
-        print("ok", stats.resource_retries, stats.concurrency_low)
+        assert found == [("127.0.7.1", ports)], found
+        assert stats.probed == 32 + 48 * 2 and stats.errors == 0, stats
+        print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok")
-
-
-def test_rate_limit_spaces_connections(monkeypatch):
-    async def fake_connect(host, port, timeout):
-        return PortState.CLOSED, ""
-
-    monkeypatch.setattr(discovery, "connect_once", fake_connect)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await _collect([(Host("127.0.6.1"), list(range(1, 42)))], concurrency=16, rate=400)
-        return loop.time() - start
-
-    assert asyncio.run(main()) >= 0.09  # 40 intervals of 2.5 ms
 
 
 def test_closing_the_stream_early_cancels_the_workers(listeners):
@@ -217,3 +134,27 @@ def test_nofile_limit_is_raised_and_concurrency_fits_it():
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
     assert fd_capped_concurrency(10**9) <= soft
     assert fd_capped_concurrency(5) == 5
+
+
+def test_rate_limit_spaces_connections():
+    """--rate 200 over 41 connection attempts: at least 40 intervals of 5 ms."""
+    groups = [(Host("127.0.5.1"), list(range(1, 42)))]
+    loop_time = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        _found, stats = await _collect(groups, rate=200)
+        loop_time.append(loop.time() - start)
+        return stats
+
+    stats = asyncio.run(main())
+    assert stats.probed == 41
+    assert loop_time[0] >= 0.19
+
+
+def test_large_scans_fork_one_sweeper_per_cpu(listeners):
+    groups = [(Host(a), sorted(listeners.values())) for a in ADDRESSES]
+    found, stats = asyncio.run(_collect(groups, attempts=10**6))
+    assert stats.workers >= 1
+    assert found == {a: [p] for a, p in listeners.items()}

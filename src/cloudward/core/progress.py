@@ -48,7 +48,8 @@ def progress(description: str, total: int | None = None, enabled: bool | None = 
         yield _Silent()
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
 
     with RichProgress(
         "[progress.description]{task.description}",

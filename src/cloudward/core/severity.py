@@ -56,7 +56,7 @@ def _as_severity(value: object) -> Severity:
 
 class Category(StrEnum):
     EXPOSURE = "exposure"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - a category name, not a credential
     VULNERABILITY = "vulnerability"
     MALWARE = "malware"
     MISCONFIGURATION = "misconfiguration"

@@ -2,16 +2,13 @@
 
 A connect scan needs no privileges and speaks plain TCP: the kernel does the handshake, we close
 the socket at once. Closed (refused) and filtered (timeout, unreachable) ports are the normal
-answer, not errors. The work is spread over a fixed pool of worker coroutines pulling from one
-lazy (host, port) stream, so a /16 costs neither a million tasks nor a million tuples.
+answer, not errors. The connecting itself is `sweep.py`'s epoll loop — forked over the CPUs for
+large scans — run from a thread, so the event loop stays free to identify the services found so
+far while the rest of the range is still being swept.
 
-Sockets are file descriptors: a scan at 512 connections in flight, next to identification,
-easily meets the process's open-file limit. So the soft RLIMIT_NOFILE is raised to the hard limit
-at start, concurrency is clamped to what the limit allows, and an `EMFILE` (or a shortage of
-ephemeral ports, buffers, memory) halves nothing and crashes nothing: the worker backs off, the
-pool shrinks by a quarter (at most once per 100 ms, so a burst of failures does not collapse it),
-and the same port is tried again. A port still failing after several attempts is reported as a
-per-host error, and the scan goes on.
+Sockets are file descriptors: the soft RLIMIT_NOFILE is raised to the hard limit at start and
+concurrency clamped to what it allows; a descriptor or ephemeral-port shortage shrinks the sweep
+instead of failing it, and a port that cannot be tried at all becomes a per-host error.
 
 Results come out per host, once all of a host's ports were tried, so the scanner can spot a host
 that answers on every port (a tarpit or a proxy) before spending identification on it.
@@ -20,38 +17,17 @@ that answers on every port (a tarpit or a proxy) before spending identification 
 from __future__ import annotations
 
 import asyncio
-import errno
+import os
 import resource
-import socket
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 
-from cloudward.core.scan import RateLimiter
+from cloudward.exposure.sweep import HostResult, parallel_sweep
 from cloudward.exposure.targets import Host
 
-# Our side ran out of something: back off and retry, never report the port as closed.
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN,
-                             errno.EADDRNOTAVAIL})
-# The network said no: the port is filtered (or the host unreachable), which is an answer.
-UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
-                                errno.EACCES, errno.EPERM, errno.ECONNRESET, errno.ECONNABORTED,
-                                errno.ETIMEDOUT})
-MAX_RESOURCE_RETRIES = 8
-SHRINK_COOLDOWN = 0.1
-YIELD_EVERY = 16  # refused connects complete without suspending; let other tasks run
 FD_RESERVE = 64  # descriptors kept free for the interpreter, logs, the store, rule files
-
-
-class PortState(StrEnum):
-    OPEN = "open"
-    CLOSED = "closed"
-    FILTERED = "filtered"
-    ERROR = "error"
-
-
-class ResourceExhaustedError(Exception):
-    """This process (not the target) ran out of descriptors, ports, buffers or memory."""
+PARALLEL_FROM = 8192  # connection attempts from which forking a sweeper per CPU pays off
 
 
 @dataclass
@@ -62,18 +38,8 @@ class DiscoveryStats:
     filtered: int = 0
     errors: int = 0
     hosts_up: int = 0
-    resource_retries: int = 0
-    concurrency: int = 0  # the pool size at start
-    concurrency_low: int = 0  # the smallest it shrank to after resource errors
-
-
-@dataclass(slots=True)
-class _HostState:
-    host: Host
-    remaining: int
-    open: list[int] = field(default_factory=list)
-    errors: int = 0
-    first_error: str = ""
+    concurrency: int = 0
+    workers: int = 0
 
 
 def raise_nofile_limit() -> int:
@@ -95,139 +61,6 @@ def fd_capped_concurrency(requested: int, reserved: int = 0) -> int:
     return max(1, min(requested, soft - FD_RESERVE - reserved))
 
 
-async def connect_once(host: Host, port: int, timeout: float) -> tuple[PortState, str]:
-    """One TCP connect; (state, message) where the message explains an ERROR state."""
-    try:
-        sock = socket.socket(host.family, socket.SOCK_STREAM)
-    except OSError as exc:
-        if exc.errno in RESOURCE_ERRNOS:
-            raise ResourceExhaustedError(f"cannot open a socket: {exc.strerror or exc}") from None
-        return PortState.ERROR, f"cannot open a socket: {exc.strerror or exc}"
-    try:
-        sock.setblocking(False)
-        address = (host.address, port) if host.family == socket.AF_INET else (host.address, port, 0, 0)
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().sock_connect(sock, address)
-        except TimeoutError:
-            return PortState.FILTERED, ""
-        except ConnectionRefusedError:
-            return PortState.CLOSED, ""
-        except OSError as exc:
-            if exc.errno in RESOURCE_ERRNOS:
-                raise ResourceExhaustedError(f"connect: {exc.strerror or exc}") from None
-            if exc.errno in UNREACHABLE_ERRNOS:
-                return PortState.FILTERED, ""
-            return PortState.ERROR, f"connect failed: {exc.strerror or exc}"
-        return PortState.OPEN, ""
-    finally:
-        sock.close()
-
-
-class _Pool:
-    """The worker pool: shared lazy work stream, shrinkable size, per-host bookkeeping."""
-
-    def __init__(self, groups: Iterable[tuple[Host, Sequence[int]]], concurrency: int, timeout: float,
-                 rate: float, stats: DiscoveryStats, on_probed: Callable[[int], None] | None,
-                 on_error: Callable[[str, str], None] | None,
-                 done: asyncio.Queue[tuple[Host, list[int]] | None]) -> None:
-        self.items = self._items(groups)
-        self.limit = max(1, concurrency)
-        self.timeout = timeout
-        self.limiter = RateLimiter(rate)
-        self.stats = stats
-        self.on_probed = on_probed
-        self.on_error = on_error
-        self.done = done
-        self.unreported = 0
-        self.last_shrink = 0.0
-        stats.concurrency = stats.concurrency_low = self.limit
-
-    @staticmethod
-    def _items(groups: Iterable[tuple[Host, Sequence[int]]]) -> Iterator[tuple[_HostState, int]]:
-        for host, ports in groups:
-            if ports:
-                state = _HostState(host, len(ports))
-                for port in ports:
-                    yield state, port
-
-    def _shrink(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self.last_shrink < SHRINK_COOLDOWN:
-            return
-        self.last_shrink = now
-        self.limit = max(1, self.limit * 3 // 4)
-        self.stats.concurrency_low = min(self.stats.concurrency_low, self.limit)
-
-    async def _probe(self, host: Host, port: int) -> tuple[PortState, str]:
-        problem = ""
-        for attempt in range(MAX_RESOURCE_RETRIES + 1):
-            await self.limiter.wait()
-            try:
-                return await connect_once(host, port, self.timeout)
-            except ResourceExhaustedError as exc:
-                problem = str(exc)
-                self.stats.resource_retries += 1
-                self._shrink()
-                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-        return PortState.ERROR, f"{problem} (gave up after {MAX_RESOURCE_RETRIES + 1} attempts)"
-
-    def _record(self, state: _HostState, port: int, outcome: PortState, message: str) -> None:
-        stats = self.stats
-        stats.probed += 1
-        if outcome is PortState.OPEN:
-            stats.open += 1
-            state.open.append(port)
-        elif outcome is PortState.CLOSED:
-            stats.closed += 1
-        elif outcome is PortState.FILTERED:
-            stats.filtered += 1
-        else:
-            stats.errors += 1
-            state.errors += 1
-            state.first_error = state.first_error or message
-        self.unreported += 1
-        if self.unreported >= 64:
-            self.flush()
-        state.remaining -= 1
-        if state.remaining == 0:
-            self._host_done(state)
-
-    def _host_done(self, state: _HostState) -> None:
-        if state.errors and self.on_error is not None:
-            self.on_error(state.host.address,
-                          f"{state.errors} port(s) could not be probed: {state.first_error}")
-        if state.open:
-            self.stats.hosts_up += 1
-            self.done.put_nowait((state.host, sorted(state.open)))
-
-    def flush(self) -> None:
-        if self.unreported and self.on_probed is not None:
-            self.on_probed(self.unreported)
-        self.unreported = 0
-
-    async def worker(self, index: int) -> None:
-        since_yield = 0
-        for state, port in self.items:
-            outcome, message = await self._probe(state.host, port)
-            self._record(state, port, outcome, message)
-            if index >= self.limit:
-                return  # the pool shrank: retire (worker 0 never does)
-            since_yield += 1
-            if since_yield >= YIELD_EVERY:
-                since_yield = 0
-                await asyncio.sleep(0)
-
-    async def run(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index in range(self.limit):
-                    group.create_task(self.worker(index))
-        finally:
-            self.flush()
-            self.done.put_nowait(None)
-
-
 async def discover(
     groups: Iterable[tuple[Host, Sequence[int]]],
     *,
@@ -237,23 +70,59 @@ async def discover(
     stats: DiscoveryStats | None = None,
     on_probed: Callable[[int], None] | None = None,
     on_error: Callable[[str, str], None] | None = None,
+    attempts: int = 0,
+    workers: int = 0,
 ) -> AsyncGenerator[tuple[Host, list[int]], None]:
     """Yield (host, open ports) for every host with at least one open port, as hosts finish.
 
-    `groups` is a lazy stream of (host, ports to try). `on_probed(n)` reports progress in
-    batches; `on_error(host_address, message)` reports ports this process could not probe (not
-    closed or filtered ones: those are answers). Close the generator (`contextlib.aclosing`) to
-    stop early: the workers are cancelled and every socket closed.
+    `groups` is a lazy stream of (host, ports to try); `attempts` (the total, when known) decides
+    whether to fork one sweeper per CPU (`workers` overrides). `on_probed(n)` reports progress;
+    `on_error(host_address, message)` reports ports this process could not try (not closed or
+    filtered ones: those are answers). Close the generator (`contextlib.aclosing`) to stop early:
+    the sweep stops and every socket is closed.
     """
     stats = stats if stats is not None else DiscoveryStats()
-    done: asyncio.Queue[tuple[Host, list[int]] | None] = asyncio.Queue()
-    pool = _Pool(groups, concurrency, connect_timeout, rate, stats, on_probed, on_error, done)
-    runner = asyncio.create_task(pool.run())
+    stats.concurrency = concurrency
+    if not workers:
+        workers = (os.cpu_count() or 1) if attempts >= PARALLEL_FROM else 1
+    stats.workers = workers
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[HostResult | BaseException | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def deliver(result: HostResult) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, result)
+
+    def run() -> None:
+        try:
+            parallel_sweep(groups, deliver, workers=workers,
+                           concurrency=concurrency, timeout=connect_timeout, rate=rate, stop=stop)
+        except BaseException as exc:  # surfaces in the event loop, not lost in the thread
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    thread = threading.Thread(target=run, name="cloudward-sweep", daemon=True)
+    thread.start()
     try:
-        while (item := await done.get()) is not None:
-            yield item
-        await runner  # re-raise a bug in a worker instead of ending quietly
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            stats.probed += item.probed
+            stats.closed += item.closed
+            stats.filtered += item.filtered
+            stats.open += len(item.open)
+            if on_probed is not None:
+                on_probed(item.probed)
+            if item.errors:
+                stats.errors += len(item.errors)
+                if on_error is not None:
+                    more = len(item.errors) - 3
+                    shown = "; ".join(item.errors[:3]) + (f" (+{more} more)" if more > 0 else "")
+                    on_error(item.host.address, shown)
+            if item.open:
+                stats.hosts_up += 1
+                yield item.host, sorted(item.open)
     finally:
-        if not runner.done():
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        stop.set()
+        await asyncio.to_thread(thread.join)

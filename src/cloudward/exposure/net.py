@@ -7,6 +7,7 @@ bounded time and memory and surface as a `ProbeError` with a clear message, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 
@@ -114,10 +115,8 @@ class Connection:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), timeout=1.0)
-        except (TimeoutError, OSError, ssl.SSLError):
-            pass
 
 
 @dataclass

@@ -224,6 +224,7 @@ class _Scan:
 
         async def produce() -> None:
             stream = discover(groups, concurrency=concurrency, connect_timeout=settings.connect_timeout,
+                              attempts=total,
                               rate=settings.rate, stats=self.discovery, on_probed=self.progress.advance,
                               on_error=self._discovery_error)
             async with aclosing(stream) as found:
@@ -264,7 +265,7 @@ class _Scan:
             "duration": round(time.monotonic() - self.started, 3),
             "concurrency": d.concurrency,
             "identify_concurrency": self.identify_concurrency,
-            **({"concurrency_reduced_to": d.concurrency_low} if d.concurrency_low < d.concurrency else {}),
+            "discovery_workers": d.workers,
             "rate": self.settings.rate,
         }
 

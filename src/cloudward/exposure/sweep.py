@@ -131,6 +131,16 @@ def sweep(
                 result.probed += 1
                 pending[id(result)] += 1
                 code = sock.connect_ex((result.host.address, port))
+                if code in RESOURCE_ERRNOS:  # our side ran short (ephemeral ports, buffers): not an answer
+                    sock.close()
+                    result.probed -= 1
+                    pending[id(result)] -= 1
+                    if live:
+                        limit = max(1, len(live) * 3 // 4)
+                        current = (result, _chain(port, ports_iter))
+                        break
+                    result.errors.append(f"port {port}: cannot connect: {os.strerror(code)}")
+                    continue
                 if code == errno.EINPROGRESS:
                     code = sock.getsockopt(sol, so_error)  # answered already? (loopback, RST-ing LANs)
                     if code == 0:

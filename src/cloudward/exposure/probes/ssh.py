@@ -233,6 +233,9 @@ async def auth_methods(ctx: ProbeContext) -> dict[str, Any]:
     except TimeoutError:
         holder.close()
         raise ProbeError(f"SSH authentication query took longer than {budget:.0f}s") from None
+    except asyncio.CancelledError:
+        holder.close()  # cancelled from outside (the per-port deadline): free the worker thread too
+        raise
     except ProbeError:
         raise
     except Exception as exc:  # paramiko raises many types (SSHException, EOFError, OSError...)
