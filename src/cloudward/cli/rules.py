@@ -43,8 +43,7 @@ def show(rule_id: str, rules_dir: list[Path] = RulesOption) -> None:
 
     rule = load_all_rules(rules_dir).get(rule_id)
     data = rule.model_dump(mode="json")
-    out_console().print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), highlight=False,
-                        markup=False)
+    typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), nl=False)
 
 
 @app.command("validate")
