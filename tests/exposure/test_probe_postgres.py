@@ -9,7 +9,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -19,6 +19,7 @@ from cloudward.exposure.evaluate import compile_rules, evaluate, validate_rule
 from cloudward.exposure.net import Limits
 from cloudward.exposure.probes.base import Observation, ProbeContext
 from cloudward.exposure.probes.postgres import PROBES, PostgresProbe, startup_message
+from tests.exposure.scripted import Handler, run_scripted
 from tests.harness.services import PostgresService, start_postgres
 
 RULES = compile_rules(load_rules(["cloudward.exposure"], validators={"exposure": validate_rule}))
@@ -151,24 +152,8 @@ def test_no_matching_hba_entry_still_identifies_postgres(reconfigurable):
 
 # --------------------------------------------------------------------------- scripted servers
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 def probe_scripted(handler: Handler, limits: Limits = FAST) -> Observation | None:
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A script still lingering when the probe is done is cancelled at shutdown: end quietly.
-        try:
-            await handler(reader, writer)
-        except (asyncio.CancelledError, ConnectionError):
-            writer.close()
-
-    async def run() -> Observation | None:
-        server = await asyncio.start_server(guarded, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            return await PROBE.identify(ProbeContext("127.0.0.1", port, limits), False)
-
-    return asyncio.run(run())
+    return run_scripted(PROBE, handler, limits)
 
 
 def _answers(first: bytes, startup: bytes) -> Handler:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -15,6 +14,7 @@ from cloudward.exposure.evaluate import compile_rules, evaluate, validate_rule
 from cloudward.exposure.net import Limits
 from cloudward.exposure.probes.base import Observation, ProbeContext
 from cloudward.exposure.probes.redis import PROBES, RedisProbe, parse_info
+from tests.exposure.scripted import Handler, run_scripted
 from tests.harness.services import start_redis
 
 RULES = compile_rules(load_rules(["cloudward.exposure"], validators={"exposure": validate_rule}))
@@ -30,26 +30,8 @@ def fired(observation: Observation) -> dict[str, dict]:
     return {f.rule_id: f.evidence for f in evaluate(observation, RULES)}
 
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 def probe_scripted(handler: Handler, limits: Limits = FAST) -> Observation | None:
-    """Run the probe against an in-process server whose behaviour `handler` scripts."""
-
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A script still lingering when the probe is done is cancelled at shutdown: end quietly.
-        try:
-            await handler(reader, writer)
-        except (asyncio.CancelledError, ConnectionError):
-            writer.close()
-
-    async def run() -> Observation | None:
-        server = await asyncio.start_server(guarded, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            return await PROBE.identify(ProbeContext("127.0.0.1", port, limits), False)
-
-    return asyncio.run(run())
+    return run_scripted(PROBE, handler, limits)
 
 
 def raw_command(host: str, port: int, line: bytes) -> bytes:

@@ -7,7 +7,6 @@ import asyncio
 import struct
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -17,6 +16,7 @@ from cloudward.exposure.evaluate import compile_rules, evaluate, validate_rule
 from cloudward.exposure.net import Limits
 from cloudward.exposure.probes.base import Observation, ProbeContext
 from cloudward.exposure.probes.ssh import PROBES, SshProbe, parse_banner, parse_kexinit
+from tests.exposure.scripted import Handler, run_scripted
 
 RULES = compile_rules(load_rules(["cloudward.exposure"], validators={"exposure": validate_rule}))
 PROBE = PROBES[0]
@@ -150,24 +150,8 @@ def test_parse_kexinit():
 
 # --------------------------------------------------------------------------- scripted servers
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 def probe_scripted(handler: Handler, limits: Limits = FAST) -> Observation | None:
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A script still lingering when the probe is done is cancelled at shutdown: end quietly.
-        try:
-            await handler(reader, writer)
-        except (asyncio.CancelledError, ConnectionError):
-            writer.close()
-
-    async def run() -> Observation | None:
-        server = await asyncio.start_server(guarded, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            return await PROBE.identify(ProbeContext("127.0.0.1", port, limits), False)
-
-    return asyncio.run(run())
+    return run_scripted(PROBE, handler, limits)
 
 
 def _sends(*chunks: bytes, linger: float = 0.0) -> Handler:
