@@ -3,6 +3,7 @@ negative* must not. A rule without both is a failure, so no detection claim goes
 
 What a fixture holds depends on the rule's engine (FIRES below):
 - exposure: `*.json` observations, {"service": ..., "facts": {...}}.
+- secrets: `*.txt` text scanned with just that rule (and any rule it `requires`).
 """
 
 import json
@@ -29,8 +30,16 @@ def _exposure_fires(rule, path: Path) -> bool:
     return rule.id in [f.rule_id for f in evaluate(observation, compile_rules([rule]))]
 
 
+def _secrets_fires(rule, path: Path) -> bool:
+    """Scan the fixture text with just this rule (plus any rule it `requires`, as a silent helper)."""
+    from cloudward.secrets import scan_bytes
+
+    findings = scan_bytes(path.read_bytes(), path.name, rules=[rule], hmac_key=b"fixture-key")
+    return rule.id in [f.rule_id for f in findings]
+
+
 # engine name -> does this rule fire on this fixture file?
-FIRES = {"exposure": _exposure_fires}
+FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import audit, exposure, findings, rules
+from cloudward.cli import audit, exposure, findings, rules, secrets
 
 app = typer.Typer(
     name="cloudward",
@@ -35,6 +35,7 @@ def root(
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
 app.add_typer(rules.app, name="rules")
+app.add_typer(secrets.app, name="secrets")
 app.command("audit")(audit.audit)
 
 

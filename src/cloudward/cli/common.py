@@ -77,8 +77,10 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     """Every capability's built-in rules plus the user's folders, validated by their engines."""
     from cloudward.core.rules import load_rules
     from cloudward.exposure.evaluate import validate_rule
+    from cloudward.secrets.engine import validate_rule as validate_secret_rule
 
-    return load_rules(["cloudward.exposure"], extra or [], validators={"exposure": validate_rule})
+    return load_rules(["cloudward.exposure", "cloudward.secrets"], extra or [],
+                      validators={"exposure": validate_rule, "secrets": validate_secret_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

@@ -101,7 +101,8 @@ class RuleSet:
 def parse_rule_documents(text: str, source: str) -> list[Rule]:
     """Parse one rule file (one or more YAML documents) into validated rules."""
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when libyaml is there
+        documents = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as exc:
         raise RuleError(f"{source}: not valid YAML: {exc}") from None
     rules = []
