@@ -11,4 +11,6 @@ lint:
 	scripts/setup && .venv/bin/ruff check src tests benchmarks && .venv/bin/mypy && .venv/bin/lint-imports --no-cache
 
 bench:
-	scripts/setup && .venv/bin/python benchmarks/exposure/run.py
+	scripts/setup && benchmarks/setup-peers
+	.venv/bin/python benchmarks/exposure/run.py
+	.venv/bin/python benchmarks/secrets/run.py
