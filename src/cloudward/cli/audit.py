@@ -17,11 +17,9 @@ from cloudward.cli.common import (
     NoStoreOption,
     OutputOption,
     RulesOption,
-    emit,
     err_console,
-    gate,
+    finish,
     load_all_rules,
-    record,
     settings,
 )
 
@@ -68,7 +66,6 @@ def audit(
     listeners = local_targets()
     err_console().print(f"audit: {len(listeners)} listening TCP sockets on this machine", highlight=False)
     result = scan_local(listeners, conf, ruleset)
-    record(result, config, no_store)
 
     table = Table(title="TeamTNT attack chain: what this machine exposes", title_justify="left")
     table.add_column("link in the chain")
@@ -77,5 +74,4 @@ def audit(
     for link, count, worst in summarise(result):
         table.add_row(link, str(count), worst)
     err_console().print(table)
-    emit(result, format, output)
-    gate(result, fail_on)
+    finish(result, format, output, fail_on, config, no_store)

@@ -106,6 +106,22 @@ def record(result: ScanResult, config: Path | None, no_store: bool) -> None:
         store.record_scan(result)
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C: the partial report was written and the scan stored as cancelled
+
+
+def finish(result: ScanResult, fmt: str | None, output: Path | None, fail_on: str | None,
+           config: Path | None, no_store: bool) -> None:
+    """The end of every scan command: report, store, then exit the documented way."""
+    from cloudward.core.scan import ScanStatus
+
+    emit(result, fmt, output)
+    record(result, config, no_store)
+    if result.status is ScanStatus.CANCELLED:
+        err_console().print("scan interrupted: the report holds what was found so far", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    gate(result, fail_on)
+
+
 def gate(result: ScanResult, fail_on: str | None) -> None:
     """Exit codes: 0 clean, 1 findings at/above --fail-on, 3 when the scan itself failed."""
     threshold = parse_severity(fail_on, "--fail-on")

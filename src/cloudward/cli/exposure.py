@@ -20,12 +20,10 @@ from cloudward.cli.common import (
     NoStoreOption,
     OutputOption,
     RulesOption,
-    emit,
     err_console,
-    gate,
+    finish,
     load_all_rules,
     parse_severity,
-    record,
     resolve_format,
     settings,
 )
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Attacker's-eye exposure scanning of the hosts you name.", no_args_is_help=True)
 
-EXIT_INTERRUPTED = 130
 
 TargetsArgument = typer.Argument(None, show_default=False,
                                  help="IP addresses, CIDRs (IPv4 or IPv6) and host names.")
@@ -91,7 +88,6 @@ def scan(
     config: Path | None = ConfigOption,
 ) -> None:
     """Find exposed services (Docker API, Redis, kubelet, etcd, SSH...) and judge them by the rules."""
-    from cloudward.core.scan import ScanStatus
     from cloudward.exposure.scanner import prepare
     from cloudward.exposure.scanner import scan as run_scan
     from cloudward.exposure.targets import parse_targets
@@ -111,9 +107,4 @@ def scan(
 
     result = run_scan(parsed, port_list, exposure, ruleset, max_open_per_host=max_open_per_host)
 
-    emit(result, format, output)
-    record(result, config, no_store)
-    if result.status is ScanStatus.CANCELLED:
-        err_console().print("scan interrupted: the report holds what was found so far", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED)
-    gate(result, fail_on)
+    finish(result, format, output, fail_on, config, no_store)
