@@ -15,8 +15,6 @@ import pytest
 from cloudward.secrets.sources import Blob, EnvironOptions, SourceStats, process_environments, variable_at
 from cloudward.secrets.sources import environ as environ_source
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
-
 
 def fake_credentials() -> dict[str, str]:
     alphabet = string.ascii_uppercase + string.digits

@@ -73,6 +73,12 @@ BranchOption = typer.Option(None, "--branch", metavar="REF",
 BaselineOption = typer.Option(None, "--baseline", metavar="FILE",
                               help="Report only findings not in this baseline (see `secrets baseline`); "
                                    "its false positives are listed as suppressed.")
+VerifyOption = typer.Option(False, "--verify",
+                            help="Ask the provider whose each found key is (AWS: STS GetCallerIdentity signed "
+                                 "with the key). Sends the key to its provider; off by default.")
+VerifyEndpointOption = typer.Option(None, "--verify-endpoint", metavar="URL",
+                                    help="With --verify: the STS endpoint (default: AWS_ENDPOINT_URL_STS, "
+                                         "AWS_ENDPOINT_URL, else AWS).")
 
 
 @app.command("scan")
@@ -94,6 +100,8 @@ def scan(
     fail_on: str | None = FailOnOption,
     no_store: bool = NoStoreOption,
     config: Path | None = ConfigOption,
+    verify: bool = VerifyOption,
+    verify_endpoint: str | None = VerifyEndpointOption,
 ) -> None:
     """Scan for secrets; findings show masked values and a keyed fingerprint, never the secret."""
     from cloudward.core.errors import UsageError
@@ -109,9 +117,17 @@ def scan(
     if (since or branch) and not git:
         raise UsageError("--since and --branch need --git")
     known = _load_baseline(baseline) if baseline is not None else None
+    if verify_endpoint is not None and not verify:
+        raise UsageError("--verify-endpoint needs --verify")
+    verifiers = {}
+    if verify:
+        from cloudward.secrets.verify import prepare
+
+        verifiers = prepare(verify_endpoint)
 
     request = ScanRequest(paths=targets, git=git, since=since, branches=tuple(branch or ()),
-                          environ=environ, gitignore=gitignore, max_size=limit, rules_dirs=list(rules_dir or []))
+                          environ=environ, gitignore=gitignore, max_size=limit, rules_dirs=list(rules_dir or []),
+                          verifiers=verifiers)
     result = run_scan(request, hmac_key=known.hmac_key if known is not None else None)
     if known is not None:
         from cloudward.secrets.baseline import apply_baseline

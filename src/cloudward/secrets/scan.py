@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from cloudward.core.finding import Finding
 from cloudward.core.scan import ScanResult, ScanStatus
-from cloudward.secrets import CompiledRules, compile_rules, load_secret_rules, scan_stream
+from cloudward.secrets import (
+    CompiledRules,
+    StreamScanner,
+    compile_rules,
+    installation_key,
+    load_secret_rules,
+    scan_stream,
+    to_finding,
+)
 from cloudward.secrets.sources import (
     DEFAULT_MAX_SIZE,
     Blob,
@@ -34,6 +42,9 @@ from cloudward.secrets.sources import (
     variable_at,
     walk,
 )
+
+if TYPE_CHECKING:
+    from cloudward.secrets.verify import Verifier, VerifyCache
 
 __all__ = ["STDIN", "ScanRequest", "run_scan", "sensitive_name"]
 
@@ -70,6 +81,9 @@ class ScanRequest:
     stdin: IO[bytes] | None = None
     #: Test hook: restrict --environ to these pids (None = every process).
     pids: tuple[int, ...] | None = None
+    #: `--verify`: rule id -> configured verifier (`cloudward.secrets.verify.prepare`); empty = no
+    #: network call at all.
+    verifiers: Mapping[str, Verifier] = field(default_factory=dict)
 
 
 def _items(request: ScanRequest, stats: SourceStats) -> Iterator[SourceItem]:
@@ -97,13 +111,39 @@ def _environ_location(finding: Finding, blob: Blob) -> None:
     finding.location = location
 
 
-def _scan_blob(blob: Blob, rules: CompiledRules, hmac_key: bytes | None) -> Iterable[Finding]:
+def _scan_blob(blob: Blob, rules: CompiledRules, hmac_key: bytes | None,
+               verify: VerifyCache | None = None) -> Iterable[Finding]:
+    if verify is not None:
+        yield from _scan_blob_verified(blob, rules, hmac_key, verify)
+        return
     with blob.open() as stream:
         for finding in scan_stream(cast(BinaryIO, stream), blob.origin, rules=rules, location=blob.location,
                                    target_kind=blob.target_kind, hmac_key=hmac_key):
             if blob.target_kind == "process":
                 _environ_location(finding, blob)
             yield finding
+
+
+def _scan_blob_verified(blob: Blob, rules: CompiledRules, hmac_key: bytes | None,
+                        verify: VerifyCache) -> list[Finding]:
+    """`--verify`: keep the blob's matches (their raw values stay inside `Secret` objects, in
+    memory only) until the blob is read, so a secret key can be verified with the key ID next to it."""
+    scanner = StreamScanner(rules, blob.origin)
+    matches = []
+    with blob.open() as stream:
+        while piece := cast(BinaryIO, stream).read(scanner.chunk_size):
+            matches.extend(scanner.feed(piece))
+        matches.extend(scanner.close())
+    if not matches:
+        return []
+    key = installation_key() if hmac_key is None else hmac_key
+    findings = [to_finding(m, blob.origin, key, target_kind=blob.target_kind, location=blob.location)
+                for m in matches]
+    if blob.target_kind == "process":
+        for finding in findings:
+            _environ_location(finding, blob)
+    verify.apply(findings, matches)
+    return findings
 
 
 def _record_error(result: ScanResult, error: SourceError) -> None:
@@ -129,13 +169,18 @@ def run_scan(request: ScanRequest, rules: CompiledRules | None = None, *, hmac_k
     stats = SourceStats()
     started = time.monotonic()
     status = ScanStatus.COMPLETED
+    verify = None
+    if request.verifiers:
+        from cloudward.secrets.verify import VerifyCache
+
+        verify = VerifyCache(request.verifiers)
     try:
         for item in _items(request, stats):
             if isinstance(item, SourceError):
                 _record_error(result, item)
                 continue
             try:
-                result.findings.extend(_scan_blob(item, rules, hmac_key))
+                result.findings.extend(_scan_blob(item, rules, hmac_key, verify))
             except OSError as exc:  # vanished or replaced while streaming
                 SourceError(item.origin, f"unreadable: {exc.strerror or exc}").record(result)
                 stats.errors += 1
