@@ -22,11 +22,9 @@ from cloudward.cli.common import (
     NoStoreOption,
     OutputOption,
     RulesOption,
-    emit,
     err_console,
-    gate,
+    finish,
     parse_severity,
-    record,
     resolve_format,
 )
 
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Find leaked credentials (files, git history, stdin, process environments).",
                   no_args_is_help=True)
 
-EXIT_INTERRUPTED = 130
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -105,7 +102,6 @@ def scan(
 ) -> None:
     """Scan for secrets; findings show masked values and a keyed fingerprint, never the secret."""
     from cloudward.core.errors import UsageError
-    from cloudward.core.scan import ScanStatus
     from cloudward.secrets.scan import STDIN, ScanRequest, run_scan
 
     resolve_format(format, output)
@@ -139,12 +135,7 @@ def scan(
         f"{len(result.findings):,} finding{'s' if len(result.findings) != 1 else ''}, "
         f"{len(result.errors):,} error{'s' if len(result.errors) != 1 else ''}", highlight=False)
 
-    emit(result, format, output)
-    record(result, config, no_store)
-    if result.status is ScanStatus.CANCELLED:
-        err_console().print("scan interrupted: the report holds what was found so far", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED)
-    gate(result, fail_on)
+    finish(result, format, output, fail_on, config, no_store)
 
 
 BaselineOutputOption = typer.Option(Path(".cloudward-secrets.json"), "--output", "-o",
