@@ -42,8 +42,7 @@ def test_decode_address_round_trips():
 
 
 def test_decode_address_known_little_endian_sample():
-    if sys.byteorder != "little":
-        pytest.skip("the sample was taken on a little-endian machine")  # the round trip covers it
+    """Samples copied from /proc/net on x86-64 (little-endian, like every machine this suite runs on)."""
     assert decode_address("0100007F:1F90") == ("127.0.0.1", 8080)
     assert decode_address("00000000000000000000000001000000:18EB") == ("::1", 6379)
 
