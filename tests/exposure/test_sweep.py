@@ -98,3 +98,18 @@ def test_stop_ends_a_long_sweep_early():
     groups = ((Host(f"127.94.{i >> 8}.{i & 255}"), [1, 2]) for i in range(65536))
     parallel_sweep(groups, collect, workers=2, stop=stop)
     assert 10 <= len(seen) < 65536
+
+
+def test_a_worker_killed_mid_message_ends_the_stream_quietly():
+    """parallel_sweep kills its workers when stopped; a half-written batch must not raise."""
+    import os
+    import pickle
+    import struct
+
+    from cloudward.exposure.sweep import _read_messages
+
+    read_fd, write_fd = os.pipe()
+    whole = pickle.dumps(["first batch"])
+    os.write(write_fd, struct.pack("!I", len(whole)) + whole + struct.pack("!I", 100) + b"0123456789")
+    os.close(write_fd)
+    assert list(_read_messages(read_fd)) == [["first batch"]]

@@ -218,9 +218,12 @@ def _worker(groups: Iterable[tuple[Host, Sequence[int]]], index: int, workers: i
 
 def _read_messages(read_fd: int) -> Iterator[list[HostResult]]:
     with os.fdopen(read_fd, "rb") as stream:
-        while header := stream.read(_HEADER.size):
+        while len(header := stream.read(_HEADER.size)) == _HEADER.size:
             (size,) = _HEADER.unpack(header)
-            yield pickle.loads(stream.read(size))  # noqa: S301 - our own forked child wrote it
+            payload = stream.read(size)
+            if len(payload) < size:
+                return  # the worker was stopped mid-message: nothing more will come
+            yield pickle.loads(payload)  # noqa: S301 - our own forked child wrote it
 
 
 def parallel_sweep(
