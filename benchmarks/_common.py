@@ -26,23 +26,27 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    read_bytes: int = 0  # bytes the command (and its children) read through read(2): Linux's rchar
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> Measured:
     """Run `argv` in a wrapper interpreter whose RUSAGE_CHILDREN belongs to this command alone, so
-    the peak RSS reported is the command's (and its children's), not the benchmark's."""
+    the peak RSS reported is the command's (and its children's), not the benchmark's. Reaped children's
+    I/O counters add up into their parent's /proc/PID/io, so the rchar delta around the run is what the
+    command and all its descendants read (files, pipes, its own libraries; not mmap)."""
     wrapper = (
         "import json,os,resource,subprocess,sys,time;"
-        "t=time.perf_counter();p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "e=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+        "io=lambda:int(next(l for l in open('/proc/self/io') if l.startswith('rchar')).split()[1]);"
+        "b=io();t=time.perf_counter();p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+        "e=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;b=io()-b;"
         "sys.stderr.write(p.stderr);sys.stdout.write(p.stdout);"
-        "open(os.environ['MEASURE_OUT'],'w').write(json.dumps([e,r,p.returncode]))"
+        "open(os.environ['MEASURE_OUT'],'w').write(json.dumps([e,r,p.returncode,b]))"
     )
     with tempfile.NamedTemporaryFile(suffix=".json") as handle:
         done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True,
                               env={**os.environ, **(env or {}), "MEASURE_OUT": handle.name}, timeout=timeout)
-        seconds, rss_kib, code = json.loads(Path(handle.name).read_text())
-    return Measured(argv, seconds, rss_kib / 1024, code, done.stdout, done.stderr)
+        seconds, rss_kib, code, read = json.loads(Path(handle.name).read_text())
+    return Measured(argv, seconds, rss_kib / 1024, code, done.stdout, done.stderr, read)
 
 
 def machine() -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import ROOT, machine, measure, today, write_section
+from _common import ROOT, Measured, machine, measure, today, write_section
 
 MB = 1_000_000
 ALNUM = string.ascii_letters + string.digits
@@ -225,19 +225,25 @@ FILLER = {
 }
 
 
+def render(rel: str, make: Callable[[random.Random], str], rng: random.Random) -> tuple[str, int]:
+    """The text of one planted file and the 1-based line of its secret."""
+    text = make(rng)
+    lead = [] if text.startswith(("#!", "@@", "<?php", "{", "[", "package")) else FILLER.get(Path(rel).suffix, [])
+    lines = [*lead, *text.rstrip("\n").split("\n")]
+    where = next(i for i, line in enumerate(lines) if "@@" in line)
+    lines[where] = lines[where].replace("@@", "")
+    return "\n".join(lines) + "\n", where + 1
+
+
 def plant(root: Path, rng: random.Random, scratch: Path) -> list[Plant]:
     """Write each template under root/src/app/; returns the ground truth (relative to root)."""
     truth: list[Plant] = []
     for kind, rel, make in templates(scratch):
         path = root / "src" / "app" / rel
-        text = make(rng)
-        lead = [] if text.startswith(("#!", "@@", "<?php", "{", "[", "package")) else FILLER.get(path.suffix, [])
-        lines = [*lead, *text.rstrip("\n").split("\n")]
-        where = next(i for i, line in enumerate(lines) if "@@" in line)
-        lines[where] = lines[where].replace("@@", "")
+        text, line = render(rel, make, rng)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
-        truth.append(Plant(kind, str(path.relative_to(root)), where + 1))
+        path.write_text(text)
+        truth.append(Plant(kind, str(path.relative_to(root)), line))
     return truth
 
 
@@ -275,9 +281,23 @@ def tree_bytes(top: Path) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# tools: each returns (Measured, {(relpath, line)})
+# tools: each returns a Result whose spans are (relpath, first line, last line) of its findings
 
 Hits = set[tuple[str, int]]
+Span = tuple[str, int, int]
+
+
+@dataclass
+class Result:
+    seconds: float
+    peak_mib: float
+    read_bytes: int  # rchar of the tool and its children (see _common.measure)
+    spans: set[Span]
+    note: str = ""  # "timed out after N s", ...
+
+    @property
+    def hits(self) -> Hits:
+        return {(f, first) for f, first, _ in self.spans}
 
 
 def rel(path: str, root: Path) -> str:
@@ -290,39 +310,99 @@ def rel(path: str, root: Path) -> str:
         return str(p)
 
 
-def run_cloudward(root: Path, out: Path, stats: dict[str, object] | None = None) -> tuple[float, float, Hits]:
+def timed(argv: list[str], limit: int | None, **kwargs: object) -> tuple[Measured, str]:
+    """measure(), under coreutils `timeout` when `limit` is set (it kills the whole command; exit 124)."""
+    m = measure(["timeout", str(limit), *argv] if limit else argv, **kwargs)  # type: ignore[arg-type]
+    return m, (f"timed out after {limit} s" if limit and m.returncode == 124 else "")
+
+
+def check(tool: str, m: Measured, ok: tuple[int, ...]) -> None:
+    if m.returncode not in ok:
+        raise SystemExit(f"{tool} failed ({m.returncode}): {m.stderr[-2000:]}")
+
+
+def run_cloudward(root: Path, out: Path, stats: dict[str, object] | None = None, git: bool = False,
+                  limit: int | None = None) -> Result:
     report = out / f"cloudward-{root.name}.json"
     cli = str(ROOT / ".venv" / "bin" / "cloudward")
-    m = measure([cli, "secrets", "scan", str(root), "--format", "json", "-o", str(report), "--no-store",
-                 "--max-size", "0"])
-    if m.returncode not in (0, 1):
-        raise SystemExit(f"cloudward failed ({m.returncode}): {m.stderr[-2000:]}")
+    m, note = timed([cli, "secrets", "scan", *(["--git"] if git else []), str(root), "--format", "json",
+                     "-o", str(report), "--no-store", "--max-size", "0"], limit)
+    if note:
+        return Result(m.seconds, m.peak_rss_mib, m.read_bytes, set(), note)
+    check("cloudward", m, (0, 1))
     doc = json.loads(report.read_text())
     if stats is not None:
         stats.update(doc["scan"].get("stats", {}))
-    hits = {(rel(f["location"]["path"], root), int(f["location"].get("line") or 0)) for f in doc["findings"]}
-    return m.seconds, m.peak_rss_mib, hits
+    spans = set()
+    for f in doc["findings"]:
+        first = int(f["location"].get("line") or 0)
+        spans.add((rel(f["location"]["path"], root), first, int(f["location"].get("end_line") or first)))
+    return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
 
 
-def run_gitleaks(binary: Path, root: Path, out: Path) -> tuple[float, float, Hits]:
+def run_gitleaks(binary: Path, root: Path, out: Path, git: bool = False, limit: int | None = None) -> Result:
     report = out / f"gitleaks-{root.name}.json"
-    m = measure([str(binary), "dir", str(root), "-f", "json", "-r", str(report), "--no-banner",
-                 "--log-level", "error"])
-    if m.returncode not in (0, 1):  # 1 = leaks found
-        raise SystemExit(f"gitleaks failed ({m.returncode}): {m.stderr[-2000:]}")
+    m, note = timed([str(binary), "git" if git else "dir", str(root), "-f", "json", "-r", str(report),
+                     "--no-banner", "--log-level", "error"], limit)
+    if note:
+        return Result(m.seconds, m.peak_rss_mib, m.read_bytes, set(), note)
+    check("gitleaks", m, (0, 1))  # 1 = leaks found
     rows = json.loads(report.read_text() or "[]")
-    return m.seconds, m.peak_rss_mib, {(rel(r["File"], root), int(r["StartLine"])) for r in rows}
+    spans = {(rel(r["File"], root), int(r["StartLine"]), int(r.get("EndLine") or r["StartLine"])) for r in rows}
+    return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
 
 
-def run_detect_secrets(binary: Path, root: Path, out: Path) -> tuple[float, float, Hits]:
+def run_detect_secrets(binary: Path, root: Path, out: Path, limit: int | None = None) -> Result:
     report = out / f"detect-secrets-{root.name}.json"
     wrapper = f"cd {root} && exec {binary} scan --all-files . > {report}"
-    m = measure(["sh", "-c", wrapper])
-    if m.returncode != 0:
-        raise SystemExit(f"detect-secrets failed ({m.returncode}): {m.stderr[-2000:]}")
+    m, note = timed(["sh", "-c", wrapper], limit)
+    if note:
+        return Result(m.seconds, m.peak_rss_mib, m.read_bytes, set(), note)
+    check("detect-secrets", m, (0,))
     results = json.loads(report.read_text())["results"]
-    return m.seconds, m.peak_rss_mib, {(rel(name, root), int(s["line_number"]))
-                                       for name, items in results.items() for s in items}
+    spans = {(rel(name, root), int(s["line_number"]), int(s["line_number"]))
+             for name, items in results.items() for s in items}
+    return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
+
+
+def run_trufflehog3(binary: Path, root: Path, out: Path, git: bool = False, depth: int = 10_000,
+                    limit: int | None = None) -> Result:
+    """Tree: `--no-history` (the folder is no repository anyway). History: `--no-current` (a bare
+    repository has no working tree; its object files are not source) and `--depth` raised from its
+    default of 10,000 commits so that it reads the whole history. Its lines in history mode are
+    lines of the patch text, not of the file."""
+    report = out / f"trufflehog3-{root.name}.json"
+    mode = ["--no-current", "--depth", str(depth)] if git else ["--no-history"]
+    m, note = timed([str(binary), "-z", *mode, "-f", "json", "-o", str(report), str(root)], limit)
+    if note:
+        return Result(m.seconds, m.peak_rss_mib, m.read_bytes, set(), note)
+    check("trufflehog3", m, (0,))  # -z: exit 0 with findings too
+    rows = json.loads(report.read_text() or "[]")
+    spans = {(rel(r["path"], root), int(r["line"]), int(r["line"])) for r in rows}
+    return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
+
+
+def offline() -> list[str]:
+    """A prefix that runs a command with no network but loopback (a fresh network namespace)."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    return ["unshare", "-n"] if probe.returncode == 0 else []
+
+
+def run_trivy(binary: Path, root: Path, out: Path, limit: int | None = None) -> Result:
+    """`trivy fs --scanners secret`, offline: no DB update, no check update, no network namespace."""
+    report = out / f"trivy-{root.name}.json"
+    cache = out / "trivy-cache"
+    shutil.rmtree(cache, ignore_errors=True)  # cold: trivy caches per-file results
+    m, note = timed([*offline(), str(binary), "fs", "--scanners", "secret", "--skip-db-update",
+                     "--skip-java-db-update", "--skip-check-update", "--offline-scan", "--cache-dir", str(cache),
+                     "--parallel", "0", "--format", "json", "-o", str(report), "--quiet", str(root)], limit)
+    if note:
+        return Result(m.seconds, m.peak_rss_mib, m.read_bytes, set(), note)
+    check("trivy", m, (0,))
+    doc = json.loads(report.read_text())
+    spans = {(rel(r["Target"], root), int(s["StartLine"]), int(s.get("EndLine") or s["StartLine"]))
+             for r in doc.get("Results") or [] for s in r.get("Secrets") or []}
+    return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
 
 
 @dataclass
@@ -335,14 +415,16 @@ class Row:
     found: int
     planted: int
     other: int
+    read_bytes: int = 0  # rchar minus the tool's own start-up reads (see `overhead`)
+    note: str = ""
 
     @property
     def mb_s(self) -> float:
         return self.scanned_bytes / MB / self.seconds if self.seconds else 0.0
 
 
-def score(tool: str, scope: str, size: int, result: tuple[float, float, Hits], truth: list[Plant]) -> Row:
-    seconds, mib, hits = result
+def score(tool: str, scope: str, size: int, result: Result, truth: list[Plant], overhead: int = 0) -> Row:
+    hits = result.hits
     matched: Hits = set()
     found = 0
     for p in truth:
@@ -354,7 +436,8 @@ def score(tool: str, scope: str, size: int, result: tuple[float, float, Hits], t
     # Key blocks span many lines; any finding inside a planted file is about a planted secret.
     planted_files = {p.relpath for p in truth}
     other = {h for h in hits - matched if h[0] not in planted_files}
-    return Row(tool, scope, size, seconds, mib, found, len(truth), len(other))
+    return Row(tool, scope, size, result.seconds, result.peak_mib, found, len(truth), len(other),
+               max(0, result.read_bytes - overhead), result.note)
 
 
 def find_peer(bin_dir: Path, name: str) -> Path | None:

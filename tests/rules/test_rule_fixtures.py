@@ -4,6 +4,7 @@ negative* must not. A rule without both is a failure, so no detection claim goes
 What a fixture holds depends on the rule's engine (FIRES below):
 - exposure: `*.json` observations, {"service": ..., "facts": {...}}.
 - secrets: `*.txt` text scanned with just that rule (and any rule it `requires`).
+- host: `*.json` host observations, {"subject": ..., "facts": {...}}.
 """
 
 import json
@@ -38,8 +39,20 @@ def _secrets_fires(rule, path: Path) -> bool:
     return rule.id in [f.rule_id for f in findings]
 
 
+def _host_fires(rule, path: Path) -> bool:
+    from cloudward.core.finding import Target
+    from cloudward.workload.evaluate import compile_rules as compile_host_rules
+    from cloudward.workload.evaluate import evaluate as evaluate_host
+    from cloudward.workload.observation import HostObservation
+
+    data = json.loads(path.read_text())
+    observation = HostObservation(subject=data["subject"], facts=data["facts"], path=data.get("path"))
+    findings = evaluate_host(observation, compile_host_rules([rule]), Target(kind="host", name="fixture"))
+    return rule.id in [f.rule_id for f in findings]
+
+
 # engine name -> does this rule fire on this fixture file?
-FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires}
+FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

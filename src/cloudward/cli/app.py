@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import audit, exposure, findings, rules, secrets
+from cloudward.cli import audit, exposure, findings, host, rules, secrets
 
 app = typer.Typer(
     name="cloudward",
@@ -34,6 +34,7 @@ def root(
 
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
+app.add_typer(host.app, name="host")
 app.add_typer(rules.app, name="rules")
 app.add_typer(secrets.app, name="secrets")
 app.command("audit")(audit.audit)

@@ -78,9 +78,11 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     from cloudward.core.rules import load_rules
     from cloudward.exposure.evaluate import validate_rule
     from cloudward.secrets.engine import validate_rule as validate_secret_rule
+    from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
-    return load_rules(["cloudward.exposure", "cloudward.secrets"], extra or [],
-                      validators={"exposure": validate_rule, "secrets": validate_secret_rule})
+    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload"], extra or [],
+                      validators={"exposure": validate_rule, "secrets": validate_secret_rule,
+                                  "host": validate_host_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:
