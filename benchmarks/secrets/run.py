@@ -1,4 +1,4 @@
-"""Secret scan, side by side with gitleaks and detect-secrets, on a large real source tree.
+"""Secret scan, side by side with gitleaks, trivy, trufflehog3 and detect-secrets, on a large real source tree.
 
 A corpus of ~300 MB of real text (the Python stdlib, this venv's site-packages, /usr/include,
 /usr/share/doc, as available) is copied under a neutral folder (`corpus/src/...`) and ~30 fake
@@ -456,6 +456,40 @@ def version(argv: list[str]) -> str:
     return (done.stdout.strip() or done.stderr.strip()).splitlines()[-1] if (done.stdout or done.stderr) else "?"
 
 
+PEERS = ("gitleaks", "trivy", "trufflehog3", "detect-secrets")
+
+
+def peer_tools(bin_dir: Path) -> dict[str, Path]:
+    """name -> binary, for each peer found (cloudward is always there: .venv)."""
+    found = {name: find_peer(bin_dir, name) for name in PEERS}
+    return {"cloudward": ROOT / ".venv" / "bin" / "cloudward", **{k: v for k, v in found.items() if v}}
+
+
+def runner_table(tools: dict[str, Path], out: Path, limit: int | None = 3600) -> dict[str, Callable[[Path], Result]]:
+    """name -> run(folder) for a working-tree scan, in PEERS order after cloudward."""
+    table: dict[str, Callable[[Path], Result]] = {"cloudward": lambda root: run_cloudward(root, out, limit=limit)}
+    makers: dict[str, Callable[[Path, Path], Callable[[Path], Result]]] = {
+        "gitleaks": lambda b, o: lambda root: run_gitleaks(b, root, o, limit=limit),
+        "trivy": lambda b, o: lambda root: run_trivy(b, root, o, limit=limit),
+        "trufflehog3": lambda b, o: lambda root: run_trufflehog3(b, root, o, limit=limit),
+        "detect-secrets": lambda b, o: lambda root: run_detect_secrets(b, root, o, limit=limit),
+    }
+    for name in PEERS:
+        if name in tools:
+            table[name] = makers[name](tools[name], out)
+    return table
+
+
+def versions_line(tools: dict[str, Path]) -> str:
+    flags = {"cloudward": ["--version"], "gitleaks": ["version"], "trivy": ["--version"],
+             "trufflehog3": ["--version"], "detect-secrets": ["--version"]}
+    parts = []
+    for name, binary in tools.items():
+        v = version([str(binary), *flags[name]]).removeprefix("Version: ")
+        parts.append(v if v.startswith(name) else f"{name} {v}")
+    return ", ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=300, help="real corpus size to copy (MB)")
@@ -481,40 +515,42 @@ def main() -> None:
     print(f"corpus: {files:,} files, {size / MB:.0f} MB ({real / MB:.0f} MB real); subset: {sub_files:,} files, "
           f"{sub_size / MB:.1f} MB; {len(truth)} planted; in {work}", file=sys.stderr)
 
+    tools = peer_tools(args.peers)
+    empty = work / "empty"
+    empty.mkdir()
+    (empty / "README").write_text("nothing to see here\n")
+    runners = runner_table(tools, out)
+    overhead = {name: run(empty).read_bytes for name, run in runners.items()}
+
     rows: list[Row] = []
 
     def record(row: Row) -> None:
         rows.append(row)
         print(f"{row.tool} [{row.scope}]: {row.seconds:.1f} s, {row.mb_s:.1f} MB/s, {row.peak_mib:.0f} MiB, "
-              f"{row.found}/{row.planted} planted, {row.other} other", file=sys.stderr)
+              f"{row.found}/{row.planted} planted, {row.other} other, read {row.read_bytes / MB:.0f} MB "
+              f"{row.note}", file=sys.stderr)
 
     cw_stats: dict[str, object] = {}
-    record(score("cloudward", "full", size, run_cloudward(corpus, out, cw_stats), truth))
-    gitleaks = find_peer(args.peers, "gitleaks")
-    if gitleaks:
-        record(score("gitleaks", "full", size, run_gitleaks(gitleaks, corpus, out), truth))
-    record(score("cloudward", "subset", sub_size, run_cloudward(subset, out), truth))
-    if gitleaks:
-        record(score("gitleaks", "subset", sub_size, run_gitleaks(gitleaks, subset, out), truth))
-    detect = find_peer(args.peers, "detect-secrets")
-    if detect:
-        record(score("detect-secrets", "subset", sub_size, run_detect_secrets(detect, subset, out), truth))
+    record(score("cloudward", "full", size, run_cloudward(corpus, out, cw_stats), truth, overhead["cloudward"]))
+    for name in ("gitleaks", "trivy", "trufflehog3"):  # fast enough for the full corpus
+        if name in runners:
+            record(score(name, "full", size, runners[name](corpus), truth, overhead[name]))
+    for name, run in runners.items():
+        record(score(name, "subset", sub_size, run(subset), truth, overhead[name]))
 
     def by(tool: str, scope: str) -> Row | None:
         return next((r for r in rows if r.tool == tool and r.scope == scope), None)
 
-    versions = {"cloudward": version([str(ROOT / ".venv" / "bin" / "cloudward"), "--version"])}
-    if gitleaks:
-        versions["gitleaks"] = version([str(gitleaks), "version"])
-    if detect:
-        versions["detect-secrets"] = version([str(detect), "--version"])
     ratios = []
     for scope in ("full", "subset"):
         cw = by("cloudward", scope)
-        for peer in ("gitleaks", "detect-secrets"):
+        parts = []
+        for peer in PEERS:
             other = by(peer, scope)
-            if cw and other and other.mb_s:
-                ratios.append(f"cloudward / {peer} throughput ({scope}): **{cw.mb_s / other.mb_s:.1f}x**")
+            if cw and other and other.mb_s and not other.note:
+                parts.append(f"{peer} **{cw.mb_s / other.mb_s:.2f}x**")
+        if parts:
+            ratios.append(f"cloudward throughput / peer's ({scope}): {', '.join(parts)}")
 
     missed = []
     for p in truth:
@@ -525,7 +561,7 @@ def main() -> None:
     raw_skipped = cw_stats.get("skipped")
     skipped = ", ".join(f"{n} {why}" for why, n in raw_skipped.items()) if isinstance(raw_skipped, dict) else ""
     lines = [
-        f"## Secret scan vs gitleaks and detect-secrets ({today()})",
+        f"## Secret scan vs gitleaks, trivy, trufflehog3 and detect-secrets ({today()})",
         "",
         f"Machine: {machine()}. `python benchmarks/secrets/run.py`.",
         "",
@@ -533,31 +569,45 @@ def main() -> None:
         f"({sources}; no `__pycache__`, no symlinks), plus {len(truth)} planted fake secrets (random values "
         "with the real shapes) in ordinary-looking files under `src/app/`. "
         f"**subset**: {sub_files:,} files, {sub_size / MB:.1f} MB, all planted files plus real files "
-        "drawn from each source; detect-secrets runs only on the subset (it is too slow for the full corpus).",
+        "drawn from each source; detect-secrets runs only on the subset (it is too slow for the full corpus); "
+        "every other tool runs on both.",
         "",
         "Commands: `cloudward secrets scan DIR --format json --no-store --max-size 0`; "
         "`gitleaks dir DIR -f json -r out.json --no-banner` (exit 1 = leaks found); "
+        "`trivy fs --scanners secret --skip-db-update --skip-java-db-update --skip-check-update --offline-scan "
+        "--cache-dir FRESH --parallel 0 --format json DIR` (in a network namespace with loopback only); "
+        "`trufflehog3 -z --no-history -f json -o out.json DIR` (default rules, entropy on, 2 processes); "
         "`detect-secrets scan --all-files .` (run inside DIR). "
-        f"Versions: {', '.join(v if v.startswith(k) else f'{k} {v}' for k, v in versions.items())}.",
+        f"Versions: {versions_line(tools)}.",
         "",
-        "| tool | corpus | bytes given | wall clock | throughput | peak memory | planted found | other findings |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r.tool} | {r.scope} | {r.scanned_bytes / MB:.1f} MB | {r.seconds:.1f} s | {r.mb_s:.1f} MB/s | "
-          f"{r.peak_mib:.0f} MiB | {r.found}/{r.planted} | {r.other:,} |" for r in rows),
+        "| tool | corpus | bytes given | bytes read | wall clock | throughput | peak memory | planted found "
+        "| other findings |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *(f"| {r.tool} | {r.scope} | {r.scanned_bytes / MB:.1f} MB | {r.read_bytes / MB:.1f} MB | "
+          f"{r.seconds:.1f} s | {r.mb_s:.1f} MB/s | {r.peak_mib:.0f} MiB | {r.found}/{r.planted} | {r.other:,} |"
+          + (f" {r.note}" if r.note else "") for r in rows),
         "",
         *(f"- {line}" for line in ratios),
         "",
-        "Throughput is bytes of the corpus each tool was given divided by wall clock; gitleaks skips "
-        "files it takes for binaries, so it reads less than it is given. A planted secret counts as found "
-        "when the tool reports that file at that line +-1 (a private key: its BEGIN line). "
-        "\"Other findings\" are distinct file:line locations outside the planted files: **candidate** "
-        "false positives on real code and docs, not verified (some may be real test keys or examples "
-        "shipped in the copied packages).",
+        "Throughput is bytes of the corpus each tool was given divided by wall clock. **Bytes read** is what "
+        "the tool and its children read through `read(2)` (Linux `rchar`, summed over the process tree), "
+        "minus what the same command reads on an empty folder (its own code and libraries): a tool that "
+        "skips files reads less than it is given, one that opens archives or reads a file twice reads more. "
+        "What each skips by default: gitleaks, binary files and its global path allowlist (images, fonts, "
+        "office documents, `*.dist-info/`, `node_modules/`, lock files, `lib/pythonX.Y/`...); trivy, binary "
+        "files and its built-in allow rules on paths (any path matching `/test`, `_test`, `-test`, `.test`, "
+        "`example` in both path and line, `/vendor/`, `/locale/`, `*.md`): here that drops the whole Python "
+        "`test/` suite and the planted `tests/fixtures/` file; trufflehog3, any file that is not valid UTF-8; "
+        "detect-secrets, binaries. A planted secret counts as found when the tool reports that file at that "
+        "line +-1 (a private key: its BEGIN line). \"Other findings\" are distinct file:line locations "
+        "outside the planted files: **candidate** false positives on real code and docs, not verified (some "
+        "may be real test keys or examples shipped in the copied packages); trufflehog3's count is mostly "
+        "its entropy rule.",
         "",
         f"The full corpus holds {len(gz):,} compressed files ({sum(gz) / MB:.0f} MB, mostly `/usr/share/doc` "
         f"changelogs); cloudward opens them (its stats: {cw_stats.get('archives', 0):,} archives, "
         f"{int(str(cw_stats.get('archive_bytes', 0))) / MB:.0f} MB decompressed, "
-        f"skipped: {skipped or 'none'}), gitleaks without `--max-archive-depth` does not, so "
+        f"skipped: {skipped or 'none'}); no peer does by default, so "
         "cloudward does more work per byte given and some of its other findings are inside `.gz` files.",
     ]
     if missed:

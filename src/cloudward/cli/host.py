@@ -8,6 +8,7 @@ error (a ROOT that is not a directory), 3 the audit failed, 130 interrupted.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,6 +26,9 @@ from cloudward.cli.common import (
     resolve_format,
 )
 
+if TYPE_CHECKING:
+    from cloudward.core.scan import ScanResult
+
 app = typer.Typer(help="Workload Security: hardening audit, compromise hunt, integrity monitoring, logs.",
                   no_args_is_help=True)
 
@@ -37,7 +41,7 @@ IocsOption = typer.Option(None, "--iocs", metavar="FILE", help="Add the indicato
 
 
 def audit_root(root: Path, rules_dir: list[Path] | None, iocs: list[Path] | None, only: list[str] | None,
-               processes: bool):  # type: ignore[no-untyped-def]
+               processes: bool) -> ScanResult:
     """Shared by `host audit` and the top-level `audit`."""
     from cloudward.core.errors import UsageError
     from cloudward.engines.iocs import load_iocs
