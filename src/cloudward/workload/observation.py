@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from cloudward.engines.iocs import Iocs
+    from cloudward.workload.packages import PackageIndex
     from cloudward.workload.root import HostRoot
+
+T = TypeVar("T")
 
 __all__ = ["Collector", "HostContext", "HostObservation"]
 
@@ -38,10 +41,23 @@ class HostContext:
     error: Callable[[str, str], None]  # (item, message): recorded on the scan, the audit goes on
     processes: bool = True  # live checks (/proc) only apply when the root is `/`
     options: dict[str, Any] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
         return self.root.live
+
+    def shared(self, name: str, build: Callable[[], T]) -> T:
+        """Data several collectors need (the package index, the user list), built once per audit."""
+        if name not in self._shared:
+            self._shared[name] = build()
+        value: T = self._shared[name]
+        return value
+
+    def packages(self) -> PackageIndex:
+        from cloudward.workload.packages import load_package_index
+
+        return self.shared("packages", lambda: load_package_index(self.root))
 
 
 Collector = Callable[[HostContext], Iterable[HostObservation]]
