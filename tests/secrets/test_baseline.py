@@ -102,6 +102,54 @@ def test_false_positives_are_suppressed_and_decisions_survive_regeneration(work:
     assert regenerated["salt"] == data["salt"]
 
 
+def test_audit_command_records_decisions_with_who_and_when(work: Path, env: dict[str, str]) -> None:
+    key_id, secret = fake_key_id(), fake_secret()
+    (work / "app.ini").write_text(aws_file(key_id, secret))
+    assert cloudward(env, work, "secrets", "baseline", ".").returncode == 0
+    listing = cloudward(env, work, "secrets", "audit")
+    assert listing.returncode == 0, listing.stderr
+    assert key_id not in listing.stdout and secret not in listing.stdout
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert len(rows) == 2 and all(row[1] == "unaudited" for row in rows)
+    by_rule = {row[2]: row[0] for row in rows}
+
+    decided = cloudward(env, work, "secrets", "audit", by_rule["secret.aws_secret_access_key"][:8],
+                        "--false-positive", "--by", "bob@example.org")
+    assert decided.returncode == 0, decided.stderr
+    entries = {r["rule_id"]: r for r in json.loads((work / ".cloudward-secrets.json").read_text())["results"]}
+    secret_entry = entries["secret.aws_secret_access_key"]["audit"]
+    assert secret_entry["decision"] == "false_positive" and secret_entry["by"] == "bob@example.org"
+    assert secret_entry["at"].startswith("20")
+    assert entries["secret.aws_access_key_id"]["audit"]["decision"] == "unaudited"
+
+    document = scan(env, work, "--baseline", ".cloudward-secrets.json")
+    assert document["scan"]["stats"]["baseline"] == {"known": 1, "suppressed": 1, "new": 0}
+
+    undone = cloudward(env, work, "secrets", "audit", by_rule["secret.aws_secret_access_key"], "--unaudited")
+    assert undone.returncode == 0
+    entries = {r["rule_id"]: r for r in json.loads((work / ".cloudward-secrets.json").read_text())["results"]}
+    assert entries["secret.aws_secret_access_key"]["audit"] == {"decision": "unaudited", "by": None, "at": None}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("abc", "--false-positive"), "at least 6"),
+    (("ffffffffff", "--false-positive"), "no baseline entry"),
+    (("ffffffffff",), "say what"),
+    (("ffffffffff", "--false-positive", "--true-positive"), "only one"),
+    (("--true-positive",), "name the entries"),
+])
+def test_audit_command_usage_errors(work: Path, env: dict[str, str], args: tuple[str, ...], message: str) -> None:
+    (work / "app.ini").write_text(aws_file(fake_key_id(), fake_secret()))
+    assert cloudward(env, work, "secrets", "baseline", ".").returncode == 0
+    result = cloudward(env, work, "secrets", "audit", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_audit_command_without_a_baseline(work: Path, env: dict[str, str]) -> None:
+    result = cloudward(env, work, "secrets", "audit")
+    assert result.returncode == 2 and "secrets baseline" in result.stderr
+
+
 def test_bad_baseline_is_a_usage_error(work: Path, env: dict[str, str]) -> None:
     (work / "nope.json").write_text('{"results": []}')
     result = cloudward(env, work, "secrets", "scan", ".", "--no-store", "--baseline", "nope.json")

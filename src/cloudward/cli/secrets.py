@@ -152,8 +152,8 @@ def make_baseline(
 ) -> None:
     """Record today's findings so later scans (`scan --baseline FILE`) report only new ones.
 
-    Edit each entry's audit decision (unaudited, true_positive, false_positive) by hand; running
-    this again keeps the decisions of the findings that are still there."""
+    Record audit decisions with `cloudward secrets audit FINGERPRINT --false-positive` (or by
+    hand); running this again keeps the decisions of the findings that are still there."""
     from cloudward.secrets.baseline import Baseline
     from cloudward.secrets.scan import STDIN, ScanRequest, run_scan
 
@@ -173,3 +173,70 @@ def make_baseline(
         err_console().print(f"warning: {error.target}: {error.message}", highlight=False, markup=False)
     err_console().print(f"wrote {len(known.entries)} baseline entr{'y' if len(known.entries) == 1 else 'ies'} "
                         f"to {output}", highlight=False)
+
+
+def _auditor() -> str:
+    """Who is deciding: git's user.email where set (what a reviewer will recognise), else $USER."""
+    import getpass
+    import subprocess
+
+    try:
+        email = subprocess.run(["git", "config", "user.email"], capture_output=True, text=True,
+                               timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        email = ""
+    if email:
+        return email
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+FingerprintsArgument = typer.Argument(None, show_default=False, metavar="[FINGERPRINT]...",
+                                      help="Entries to decide on (a unique prefix of 6+ characters).")
+AuditBaselineOption = typer.Option(Path(".cloudward-secrets.json"), "--baseline", "-b", metavar="FILE",
+                                   help="The baseline file to read and update.")
+
+
+@app.command("audit")
+def audit_baseline(
+    fingerprints: list[str] = FingerprintsArgument,
+    true_positive: bool = typer.Option(False, "--true-positive", help="A real secret: keep reporting it "
+                                       "as known until it is revoked and removed."),
+    false_positive: bool = typer.Option(False, "--false-positive", help="Not a secret: list it as suppressed."),
+    unaudited: bool = typer.Option(False, "--unaudited", help="Undo an earlier decision."),
+    by: str | None = typer.Option(None, "--by", help="Who decided (default: git user.email, else $USER)."),
+    baseline: Path = AuditBaselineOption,
+) -> None:
+    """Record audit decisions in a baseline, or list its entries when no decision is given."""
+    from cloudward.core.errors import UsageError
+    from cloudward.secrets.baseline import Decision
+
+    known = _load_baseline(baseline) if baseline.exists() else None
+    if known is None:
+        raise UsageError(f"--baseline: {baseline} does not exist (make one with `cloudward secrets baseline`)")
+    chosen = [d for d, on in ((Decision.TRUE_POSITIVE, true_positive), (Decision.FALSE_POSITIVE, false_positive),
+                              (Decision.UNAUDITED, unaudited)) if on]
+    if len(chosen) > 1:
+        raise UsageError("give only one of --true-positive, --false-positive, --unaudited")
+    if not chosen:
+        if fingerprints:
+            raise UsageError("say what the entries are: --true-positive, --false-positive or --unaudited")
+        for entry in sorted(known.entries.values(), key=lambda e: (e.origin, e.line or 0)):
+            where = f"{entry.origin}:{entry.line}" if entry.line else entry.origin
+            who = f" by {entry.audited_by}" if entry.audited_by else ""
+            typer.echo(f"{entry.fingerprint[:12]}  {entry.decision.value:<14} {entry.rule_id:<32} {where}  "
+                       f"{entry.masked}{who}")
+        return
+    if not fingerprints:
+        raise UsageError("name the entries to decide on (see `cloudward secrets audit` for the list)")
+    who = by or _auditor()
+    try:
+        decided = [known.decide(fp, chosen[0], who) for fp in fingerprints]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    known.save(baseline)
+    for entry in decided:
+        err_console().print(f"{entry.fingerprint[:12]} {entry.rule_id} ({entry.origin}): {entry.decision.value}",
+                            highlight=False, markup=False)

@@ -132,6 +132,28 @@ class Baseline:
         self.entries = fresh
         self.generated_at = utcnow().isoformat()
 
+    def find(self, prefix: str) -> Entry:
+        """The one entry whose fingerprint starts with `prefix` (ValueError if none or several)."""
+        prefix = prefix.strip().lower()
+        if len(prefix) < 6:
+            raise ValueError(f"{prefix!r}: give at least 6 characters of the fingerprint")
+        hits = [e for fp, e in self.entries.items() if fp.startswith(prefix)]
+        if not hits:
+            raise ValueError(f"{prefix}: no baseline entry has this fingerprint")
+        if len(hits) > 1:
+            raise ValueError(f"{prefix}: {len(hits)} entries share this prefix; give more characters")
+        return hits[0]
+
+    def decide(self, prefix: str, decision: Decision, by: str) -> Entry:
+        """Record a human audit decision on one entry (who and when are kept with it)."""
+        entry = self.find(prefix)
+        entry.decision = decision
+        if decision is Decision.UNAUDITED:
+            entry.audited_by = entry.audited_at = None
+        else:
+            entry.audited_by, entry.audited_at = by, utcnow().isoformat()
+        return entry
+
     def to_json(self) -> dict[str, Any]:
         ordered = sorted(self.entries.values(), key=lambda e: (e.origin, e.line or 0, e.rule_id))
         return {
