@@ -70,6 +70,18 @@ def test_generic_scope() -> None:
     assert not covers("secrets", ["/srv/a"], {}, Subject("path", "/srv/a:b", {"path": "/srv/a:b"}))
 
 
+def test_host_scope_is_the_audited_root_and_never_partial() -> None:
+    subject = Subject("host", "web1", {"root": "/mnt/snap", "path": "/etc/ssh/sshd_config"})
+    assert covers("host", ["/mnt/snap"], {"partial": False}, subject)
+    assert not covers("host", ["/"], {"partial": False}, subject)
+    assert not covers("host", ["/mnt/snap"], {"partial": True}, subject)
+
+
+def test_machine_wide_audit_closes_nothing_when_partial() -> None:
+    assert covers("audit", ["127.0.0.1:6379"], {}, service("127.0.0.1"))
+    assert not covers("audit", ["127.0.0.1:6379"], {"partial": True}, service("127.0.0.1"))
+
+
 def test_error_targets() -> None:
     assert errored(["10.0.0.5:6379"], service("10.0.0.5"))
     assert errored(["10.0.0.0/24"], service("10.0.0.5"))

@@ -1,7 +1,8 @@
 """`cloudward audit`: the README's main job — audit this machine with every capability built so far.
 
 Today that is the exposure scan of this machine's own listening sockets (read from /proc/net), as
-an attacker on the network would see them, summarised by the links of TeamTNT's attack chain.
+an attacker on the network would see them, and the host audit of `/` (hardening, compromise hunt,
+live processes, auth logs), merged into one scan and summarised by the links of TeamTNT's chain.
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ def summarise(result: ScanResult) -> list[tuple[str, int, str]]:
     return rows
 
 
+def merge(result: ScanResult, host: ScanResult) -> None:
+    """Fold the host audit into the exposure scan: one scan of this machine, one stored record."""
+    from cloudward.core.scan import ScanStatus
+
+    result.findings.extend(host.findings)
+    result.errors.extend(host.errors)
+    result.inventory.extend(host.inventory)
+    result.targets.extend(t for t in host.targets if t not in result.targets)
+    result.stats["host"] = host.stats
+    if host.stats.get("partial"):
+        result.stats["partial"] = True
+    if host.status is ScanStatus.CANCELLED:
+        result.status = ScanStatus.CANCELLED
+    result.finished = host.finished
+
+
 def audit(
     format: str | None = FormatOption,
     output: Path | None = OutputOption,
@@ -55,17 +72,22 @@ def audit(
     config: Path | None = ConfigOption,
     no_store: bool = NoStoreOption,
 ) -> None:
-    """Audit this machine: exposure of its own listening services, summarised by the TeamTNT chain."""
+    """Audit this machine: its exposed services and the host itself, summarised by the TeamTNT chain."""
     from rich.table import Table
 
+    from cloudward.core.scan import ScanStatus
     from cloudward.exposure.local import local_targets
     from cloudward.exposure.scanner import scan_local
+    from cloudward.workload import HostRoot, run_audit
 
     conf = settings(config)
     ruleset = load_all_rules(rules_dir)
     listeners = local_targets()
     err_console().print(f"audit: {len(listeners)} listening TCP sockets on this machine", highlight=False)
     result = scan_local(listeners, conf, ruleset)
+    if result.status is not ScanStatus.CANCELLED:
+        err_console().print("audit: host hardening, compromise hunt, processes and logs of /", highlight=False)
+        merge(result, run_audit(HostRoot("/"), ruleset.engine("host")))
 
     table = Table(title="TeamTNT attack chain: what this machine exposes", title_justify="left")
     table.add_column("link in the chain")

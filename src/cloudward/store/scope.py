@@ -185,13 +185,23 @@ def generic_covers(targets: Sequence[str], stats: Mapping[str, Any], subject: Su
 
 def kind_wide(targets: Sequence[str], stats: Mapping[str, Any], subject: Subject) -> bool:
     """Scans that by definition look at everything of their kind (e.g. `audit` reads every
-    listener of this machine, so a service that stopped listening is fixed)."""
-    return True
+    listener of this machine, so a service that stopped listening is fixed) — unless the scan
+    says it was partial (a host collector failed)."""
+    return not stats.get("partial")
+
+
+def host_covers(targets: Sequence[str], stats: Mapping[str, Any], subject: Subject) -> bool:
+    """Host audits: a finding is covered when it was made on the same root by a complete audit
+    (`--only` or a failed collector makes it partial: it then closes nothing)."""
+    if stats.get("partial"):
+        return False
+    return subject.location.get("root") in targets
 
 
 COVERAGE: dict[str, Coverage] = {
     "exposure": network_covers,
     "audit": kind_wide,
+    "host": host_covers,
 }
 
 

@@ -62,6 +62,9 @@ def run_audit(
                          "only what is present was audited", "root")
     per_collector: dict[str, dict[str, float | int]] = {}
     seen = 0
+    # A partial audit (some collectors not run, or one that failed) must not mark the findings of
+    # the missing ones fixed in the store (store/scope.py reads this flag).
+    partial = bool(only) or (root.live and not processes)
     try:
         for spec in specs:
             if spec.live_only and not (root.live and processes):
@@ -75,13 +78,14 @@ def run_audit(
                     _inventory(result, observation)
             except Exception as exc:  # one broken collector must not cost the others' findings
                 result.add_error(f"collector {spec.name}", f"{type(exc).__name__}: {exc}", "collect")
+                partial = True
             seen += count
             per_collector[spec.name] = {"observations": count,
                                         "seconds": round(time.perf_counter() - started, 3)}
     except KeyboardInterrupt:
-        result.stats.update(observations=seen, collectors=per_collector)
+        result.stats.update(observations=seen, collectors=per_collector, partial=True)
         return result.finish(ScanStatus.CANCELLED)
-    result.stats.update(observations=seen, collectors=per_collector)
+    result.stats.update(observations=seen, collectors=per_collector, partial=partial)
     return result.finish()
 
 
