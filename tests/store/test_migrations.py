@@ -4,6 +4,7 @@ concurrent openers, and clear errors (password masked) when the database cannot 
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,26 @@ def test_concurrent_openers_migrate_once_and_record_everything(store_url: str) -
         assert len(shared) == 1 and shared[0].status == "open"
         with store.engine.connect() as conn:
             assert conn.execute(text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar() == 1
+
+
+def _open_at(url: str, start: float) -> str:
+    while time.time() < start:
+        pass
+    try:
+        with Store.open(url):
+            return ""
+    except StoreError as exc:
+        return str(exc)
+
+
+def test_simultaneous_openers_of_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """The switch to WAL ignores busy_timeout; openers racing on it used to fail 'database is locked'."""
+    with multiprocessing.get_context("fork").Pool(16) as pool:
+        for attempt in range(10):
+            url = f"sqlite:///{tmp_path}/race{attempt}.db"
+            start = time.time() + 0.3
+            errors = [e for e in pool.starmap(_open_at, [(url, start)] * 16) if e]
+            assert errors == []
 
 
 def test_a_newer_schema_is_refused_clearly(store_url: str) -> None:
