@@ -24,7 +24,7 @@ from cloudward.store.engine import (
 )
 from cloudward.store.models import Base
 
-TABLES = {"scans", "findings", "scan_findings", "suppressions", VERSION_TABLE}
+TABLES = {"scans", "findings", "scan_findings", "suppressions", "fim_baselines", "fim_entries", VERSION_TABLE}
 
 
 def test_empty_database_is_migrated_to_head(store_url: str) -> None:
@@ -32,7 +32,7 @@ def test_empty_database_is_migrated_to_head(store_url: str) -> None:
     try:
         assert current_revision(engine) is None
         migrate(engine)
-        assert current_revision(engine) == head_revision() == "0001"
+        assert current_revision(engine) == head_revision() == "0002"
         assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()

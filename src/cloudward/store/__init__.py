@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cloudward.store.expiry import parse_expiry
     from cloudward.store.repository import Store, open_store
     from cloudward.store.views import (
+        FimBaselineInfo,
         FindingQuery,
         RecordSummary,
         ScanDiff,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "FimBaselineInfo",
     "FindingQuery",
     "RecordSummary",
     "ScanDiff",
@@ -44,6 +46,7 @@ _WHERE = {
     "open_store": "repository",
     "Store": "repository",
     "parse_expiry": "expiry",
+    "FimBaselineInfo": "views",
     "FindingQuery": "views",
     "RecordSummary": "views",
     "ScanDiff": "views",

@@ -30,6 +30,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -164,3 +165,34 @@ class SuppressionRow(Base):
     __table_args__ = (
         CheckConstraint("fingerprint IS NOT NULL OR rule_id IS NOT NULL", name="subject"),
     )
+
+
+class FimBaselineRow(Base):
+    """One file-integrity baseline of one root (`host fim baseline`): which paths it covers, when,
+    and the SSH key fingerprints its authorized_keys files held. Re-baselining a (root, name)
+    replaces its entries."""
+
+    __tablename__ = "fim_baselines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    root: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    paths: Mapped[list[str]] = mapped_column(JSON)
+    entry_count: Mapped[int] = mapped_column(Integer)
+    authorized_keys: Mapped[list[str]] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("root", "name"),)
+
+
+class FimEntryRow(Base):
+    """One path of a baseline and its attributes (workload/fim.py: type, size, mode, owner, mtime,
+    sha256, symlink target, inode flags, key fingerprints) as JSON: nothing queries inside them."""
+
+    __tablename__ = "fim_entries"
+
+    baseline_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("fim_baselines.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -33,9 +33,19 @@ from cloudward.core.finding import Finding, Target, utcnow
 from cloudward.core.scan import ScanResult, ScanStatus, TargetError
 from cloudward.core.severity import Category, Severity
 from cloudward.store.engine import create_store_engine, mask_url, migrate, scrub, store_url, write_connection
-from cloudward.store.models import FIXED, OPEN, FindingRow, ScanFindingRow, ScanRow, SuppressionRow
+from cloudward.store.models import (
+    FIXED,
+    OPEN,
+    FimBaselineRow,
+    FimEntryRow,
+    FindingRow,
+    ScanFindingRow,
+    ScanRow,
+    SuppressionRow,
+)
 from cloudward.store.scope import Subject, covers, errored
 from cloudward.store.views import (
+    FimBaselineInfo,
     FindingQuery,
     RecordSummary,
     ScanDiff,
@@ -165,6 +175,12 @@ def _to_suppression(row: SuppressionRow) -> SuppressionInfo:
         id=row.id, reason=row.reason, author=row.author, created=row.created, expires=row.expires,
         fingerprint=row.fingerprint, rule_id=row.rule_id, target_pattern=row.target_pattern,
     )
+
+
+def _to_fim(row: FimBaselineRow, entries: dict[str, dict[str, Any]] | None = None) -> FimBaselineInfo:
+    return FimBaselineInfo(id=row.id, name=row.name, root=row.root, created=row.created, paths=list(row.paths or []),
+                           entry_count=row.entry_count, authorized_keys=list(row.authorized_keys or []),
+                           entries=entries or {})
 
 
 def _subject(row: FindingRow) -> Subject:
@@ -548,6 +564,56 @@ class Store:
             return [_to_suppression(r) for r in rows]
 
     # --- helpers ------------------------------------------------------------------------------
+
+    # --- file integrity baselines -------------------------------------------------------------
+
+    def save_fim_baseline(self, root: str, entries: Mapping[str, Mapping[str, Any]], *, paths: Sequence[str],
+                          authorized_keys: Iterable[str] = (), name: str = "default") -> FimBaselineInfo:
+        """Record (or replace, in one transaction) the baseline `name` of `root`: {path: attributes}."""
+        if not name.strip():
+            raise UsageError("a baseline needs a name")
+        keys = sorted({_clean(str(k)) for k in authorized_keys})
+        with self._write() as session:
+            session.execute(delete(FimBaselineRow).where(FimBaselineRow.root == _clean(root),
+                                                         FimBaselineRow.name == name))
+            row = FimBaselineRow(name=name, root=_clean(root), created=self.clock(),
+                                 paths=[_clean(p) for p in paths], entry_count=len(entries),
+                                 authorized_keys=keys)
+            session.add(row)
+            session.flush()
+            items = [{"baseline_id": row.id, "path": _clean(path), "attributes": dict(attrs)}
+                     for path, attrs in entries.items()]
+            for chunk in _chunks(items, 2000):
+                session.execute(insert(FimEntryRow), list(chunk))
+            return _to_fim(row)
+
+    def get_fim_baseline(self, root: str, name: str = "default", *, entries: bool = True) -> FimBaselineInfo | None:
+        """The baseline `name` of `root` (with its entries unless `entries=False`), or None."""
+        with self._read() as session:
+            row = session.scalars(select(FimBaselineRow).where(
+                FimBaselineRow.root == _clean(root), FimBaselineRow.name == name)).first()
+            if row is None:
+                return None
+            loaded: dict[str, dict[str, Any]] = {}
+            if entries:
+                for path, attrs in session.execute(
+                        select(FimEntryRow.path, FimEntryRow.attributes).where(FimEntryRow.baseline_id == row.id)):
+                    loaded[path] = dict(attrs or {})
+            return _to_fim(row, loaded)
+
+    def list_fim_baselines(self) -> list[FimBaselineInfo]:
+        with self._read() as session:
+            rows = session.scalars(select(FimBaselineRow).order_by(FimBaselineRow.root, FimBaselineRow.name))
+            return [_to_fim(row) for row in rows]
+
+    def delete_fim_baseline(self, root: str, name: str = "default") -> bool:
+        with self._write() as session:
+            row = session.scalars(select(FimBaselineRow).where(
+                FimBaselineRow.root == _clean(root), FimBaselineRow.name == name)).first()
+            if row is None:
+                return False
+            session.delete(row)  # its entries go with it (ON DELETE CASCADE)
+            return True
 
     def _rows(self, session: Session, fingerprints: Sequence[str]) -> dict[str, FindingRow]:
         out: dict[str, FindingRow] = {}

@@ -202,6 +202,10 @@ COVERAGE: dict[str, Coverage] = {
     "exposure": network_covers,
     "audit": kind_wide,
     "host": host_covers,
+    # `host fim check` compares every monitored path of its root (location.root), like an audit;
+    # `host fim watch` only sees what changes while it runs: it says so (partial) and closes nothing.
+    "fim": host_covers,
+    "fim-watch": host_covers,
 }
 
 

@@ -169,3 +169,22 @@ class ScanDiff:
             "still_open": [f.to_contract() for f in self.still_open],
             "not_rechecked": [f.to_contract() for f in self.not_rechecked],
         }
+
+
+@dataclass(frozen=True)
+class FimBaselineInfo:
+    """A file-integrity baseline's header (`host fim baseline`); `entries` only when asked for."""
+
+    id: int
+    name: str
+    root: str
+    created: datetime
+    paths: list[str]
+    entry_count: int
+    authorized_keys: list[str]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "root": self.root, "created": _iso(self.created),
+                "paths": list(self.paths), "entry_count": self.entry_count,
+                "authorized_keys": list(self.authorized_keys)}
