@@ -20,6 +20,8 @@ import yaml
 
 __all__ = ["KINDS", "Indicator", "Iocs", "load_iocs"]
 
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 # kind -> what its value is
 KINDS = {
     "domain": "a DNS name (matches itself and its subdomains)",
@@ -29,6 +31,7 @@ KINDS = {
     "process_name": "a process or binary name used by an actor or a miner",
     "pool_port": "a TCP port typical of mining pools",
     "path": "a file path an actor drops or touches",
+    "module_name": "the name of a kernel module (LKM rootkit) used by an actor",
 }
 
 
@@ -86,7 +89,11 @@ class Iocs:
         if domains:
             if self._domain_re is None:
                 alternatives = "|".join(sorted((re.escape(d) for d in domains), key=len, reverse=True))
-                self._domain_re = re.compile(rf"(?<![\w.-])(?:[\w-]+\.)*({alternatives})(?![\w-])", re.IGNORECASE)
+                # A listed name starts after a dot (a subdomain) or a non-name character, and ends where
+                # no label character follows, nor a dot that starts another label: `teamtnt.red.example`
+                # is a domain under `.example`, `notteamtnt.red` another domain. (No `([\w-]+\.)*`
+                # prefix group: it made the search backtrack on every word of large files.)
+                self._domain_re = re.compile(rf"(?<![\w-])({alternatives})(?![\w-]|\.[\w-])", re.IGNORECASE)
             for match in self._domain_re.finditer(text):
                 ind = domains[match.group(1).lower()]
                 hits[(ind.kind, ind.value)] = ind
@@ -111,6 +118,15 @@ def _parse(data: Any, source: str) -> Iterable[Indicator]:
             raise ValueError(f"{source}: indicator {n}: value is required")
         if not item.get("source") or not item.get("date"):
             raise ValueError(f"{source}: indicator {n} ({value}): source and date are required")
+        if kind == "sha256":
+            digest = str(value).lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(f"{source}: indicator {n}: not a SHA-256 hex digest: {value!r}")
+            if digest == EMPTY_SHA256:
+                raise ValueError(f"{source}: indicator {n}: {value} is the SHA-256 of an empty file and would "
+                                 "match every empty file")
+        if kind == "pool_port" and not (str(value).isdigit() and 0 < int(str(value)) < 65536):
+            raise ValueError(f"{source}: indicator {n}: not a TCP port: {value!r}")
         if kind == "ip":
             try:
                 ipaddress.ip_network(str(value), strict=False)
