@@ -76,6 +76,7 @@ def audit(
     from rich.table import Table
 
     from cloudward.core.scan import ScanStatus
+    from cloudward.cli.host import host_options
     from cloudward.exposure.local import local_targets
     from cloudward.exposure.scanner import scan_local
     from cloudward.workload import HostRoot, run_audit
@@ -87,7 +88,7 @@ def audit(
     result = scan_local(listeners, conf, ruleset)
     if result.status is not ScanStatus.CANCELLED:
         err_console().print("audit: host hardening, compromise hunt, processes and logs of /", highlight=False)
-        merge(result, run_audit(HostRoot("/"), ruleset.engine("host")))
+        merge(result, run_audit(HostRoot("/"), ruleset.engine("host"), options=host_options(Path("/"), config)))
 
     table = Table(title="TeamTNT attack chain: what this machine exposes", title_justify="left")
     table.add_column("link in the chain")

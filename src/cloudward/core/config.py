@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloudward.core.errors import ConfigError
 
@@ -33,11 +33,28 @@ class ExposureSettings(BaseModel):
     max_response_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
+class FimSettings(BaseModel):
+    """`[fim]`: which paths `host fim` baselines, checks and watches (~/x = x in every home)."""
+
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(default_factory=list, description="replace the built-in set; empty = built-in")
+    extra_paths: list[str] = Field(default_factory=list, description="monitored in addition")
+
+    @field_validator("paths", "extra_paths", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        # CLOUDWARD_FIM_PATHS / CLOUDWARD_FIM_EXTRA_PATHS arrive as one string: comma-separated.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data_dir: str = ""  # empty: platformdirs' user data dir
     store: StoreSettings = Field(default_factory=StoreSettings)
     exposure: ExposureSettings = Field(default_factory=ExposureSettings)
+    fim: FimSettings = Field(default_factory=FimSettings)
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir:
