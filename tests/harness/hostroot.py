@@ -135,7 +135,9 @@ WantedBy=multi-user.target
 """
 
 # An ed25519 public key made up for fixtures (valid base64 shape, not anyone's key).
-ADMIN_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFixtureKeyForCloudwardTestsOnlyNotARealKey0000 "
+# A well-formed ed25519 public key (the 32 key bytes are a SHA-256 of a fixed phrase), so
+# collectors can decode and fingerprint it like a real one.
+ADMIN_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOeKQz8Y88WNVZa+fEj7hDWXKX9GudOgA+i7I2W6F2Uq "
              "admin@workstation\n")
 
 _BINARIES = ("bin/bash", "bin/sh", "bin/ls", "bin/ps", "bin/cat", "usr/bin/curl", "usr/bin/wget",
@@ -208,10 +210,13 @@ def build_hardened_root(root: Path) -> Path:
 
 @dataclass(frozen=True)
 class Plant:
-    """One THREAT-MAP artifact: `apply` writes it into a clean root; `rule_ids` must then fire
-    (at least one of them), and none of them fires on the clean root."""
+    """One THREAT-MAP artifact: `apply` writes it into a base root (`build_clean_root`, or
+    `build_hardened_root` when `base` is "hardened"); `rule_ids` must then fire (at least one of
+    them), and none of them fires on the base root without it. A hardening gap that the stock
+    clean root already has (password SSH logins) is planted into the hardened root."""
 
     name: str
     apply: Callable[[Path], None]
     rule_ids: tuple[str, ...]
     description: str
+    base: str = "clean"  # "clean" or "hardened"
