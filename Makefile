@@ -14,3 +14,7 @@ bench:
 	scripts/setup && benchmarks/setup-peers
 	.venv/bin/python benchmarks/exposure/run.py
 	.venv/bin/python benchmarks/secrets/run.py
+	.venv/bin/python benchmarks/secrets/git_history.py
+	.venv/bin/python benchmarks/secrets/credsweeper.py
+	benchmarks/workload/setup
+	.venv/bin/python benchmarks/workload/run.py

