@@ -75,8 +75,8 @@ def audit(
     """Audit this machine: its exposed services and the host itself, summarised by the TeamTNT chain."""
     from rich.table import Table
 
-    from cloudward.core.scan import ScanStatus
     from cloudward.cli.host import host_options
+    from cloudward.core.scan import ScanStatus
     from cloudward.exposure.local import local_targets
     from cloudward.exposure.scanner import scan_local
     from cloudward.workload import HostRoot, run_audit

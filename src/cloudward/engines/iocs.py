@@ -49,7 +49,7 @@ class Iocs:
     indicators: list[Indicator] = field(default_factory=list)
     _by_kind: dict[str, dict[str, Indicator]] = field(default_factory=dict)
     _networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Indicator]] = field(default_factory=list)
-    _domain_re: re.Pattern[str] | None = None
+    _domain_automaton: Any = None
 
     def add(self, indicator: Indicator) -> None:
         self.indicators.append(indicator)
@@ -58,7 +58,7 @@ class Iocs:
         if indicator.kind == "ip":
             self._networks.append((ipaddress.ip_network(indicator.value, strict=False), indicator))
         if indicator.kind == "domain":
-            self._domain_re = None
+            self._domain_automaton = None
 
     def values(self, kind: str) -> set[str]:
         return set(self._by_kind.get(kind, {}))
@@ -82,27 +82,63 @@ class Iocs:
                 return found
         return None
 
+    def _domains(self) -> Any:
+        if self._domain_automaton is None:
+            import ahocorasick
+
+            automaton = ahocorasick.Automaton()
+            for name in self._by_kind.get("domain", {}):
+                automaton.add_word(name, name)
+            automaton.make_automaton()
+            self._domain_automaton = automaton
+        return self._domain_automaton
+
     def find_in_text(self, text: str) -> list[Indicator]:
         """Domains and IPs of the list mentioned anywhere in `text` (a script, a cron line, a URL)."""
         hits: dict[tuple[str, str], Indicator] = {}
         domains = self._by_kind.get("domain", {})
         if domains:
-            if self._domain_re is None:
-                alternatives = "|".join(sorted((re.escape(d) for d in domains), key=len, reverse=True))
-                # A listed name starts after a dot (a subdomain) or a non-name character, and ends where
-                # no label character follows, nor a dot that starts another label: `teamtnt.red.example`
-                # is a domain under `.example`, `notteamtnt.red` another domain. (No `([\w-]+\.)*`
-                # prefix group: it made the search backtrack on every word of large files.)
-                self._domain_re = re.compile(rf"(?<![\w-])({alternatives})(?![\w-]|\.[\w-])", re.IGNORECASE)
-            for match in self._domain_re.finditer(text):
-                ind = domains[match.group(1).lower()]
-                hits[(ind.kind, ind.value)] = ind
+            lowered = text.lower()
+            for end, name in self._domains().iter(lowered):
+                start = end - len(name) + 1
+                if _bounded(lowered, start, end + 1):
+                    ind = domains[name]
+                    hits[(ind.kind, ind.value)] = ind
         if self._networks:
-            for match in re.finditer(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])", text):
-                found = self.match_ip(match.group(1))
+            for match in _IPV4.finditer(text):
+                start, end = match.span()
+                if (start > 0 and text[start - 1] in _IP_CHARS) or (end < len(text) and text[end] in _IP_CHARS):
+                    continue  # part of a longer dotted number (a version string, an OID)
+                found = self.match_ip(match.group(0))
                 if found is not None:
                     hits[(found.kind, found.value)] = found
         return list(hits.values())
+
+
+# No lookbehind: with one, `re` cannot skip ahead to digits and tries every position (boundaries
+# are checked on each match instead).
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+_IP_CHARS = frozenset("0123456789.")
+
+
+def _name_char(char: str) -> bool:
+    return char.isalnum() or char in "_-"
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """A listed name at text[start:end] starts after a dot (a subdomain) or a non-name character,
+    and ends where no name character follows, nor a dot that starts another label:
+    `teamtnt.red.example` is a domain under `.example`, `notteamtnt.red` another domain.
+    (A multi-pattern automaton plus this check, not one big regex: the regex tried the whole
+    alternation at every position of every file and dominated the host audit.)"""
+    if start > 0 and _name_char(text[start - 1]):
+        return False
+    if end < len(text):
+        if _name_char(text[end]):
+            return False
+        if text[end] == "." and end + 1 < len(text) and _name_char(text[end + 1]):
+            return False
+    return True
 
 
 def _parse(data: Any, source: str) -> Iterable[Indicator]:

@@ -509,22 +509,19 @@ def _suid(ctx: HostContext) -> Iterator[HostObservation]:
         }, path=tree, key=tree)
 
 
+def _pruned(inner: str) -> bool:
+    return inner.rsplit("/", 1)[1] in PRUNE_NAMES or inner in PRUNE_PATHS
+
+
 def _walk(ctx: HostContext, top: str, budget: int, truncated: list[bool]) -> Iterator[tuple[str, Any]]:
     """Bounded walk (lstat, symlinks not followed) that skips noisy trees without descending into
     them; at most `budget` entries, `truncated[0]` set when more were left."""
-    stack: list[tuple[str, int]] = [(top, 0)]
-    seen = 0
-    while stack:
-        directory, depth = stack.pop()
-        for inner, info in ctx.root.walk(directory, max_depth=1):
-            if seen >= budget:
-                truncated[0] = True
-                return
-            seen += 1
-            yield inner, info
-            if (stat.S_ISDIR(info.st_mode) and depth + 1 < SUID_MAX_DEPTH
-                    and inner.rsplit("/", 1)[1] not in PRUNE_NAMES and inner not in PRUNE_PATHS):
-                stack.append((inner, depth + 1))
+    walk = ctx.root.walk(top, max_depth=SUID_MAX_DEPTH, max_entries=budget + 1, prune=_pruned)
+    for seen, (inner, info) in enumerate(walk, 1):
+        if seen > budget:
+            truncated[0] = True
+            return
+        yield inner, info
 
 
 def collect(ctx: HostContext) -> Iterator[HostObservation]:

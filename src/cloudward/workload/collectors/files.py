@@ -35,6 +35,7 @@ MAX_TEXT_BYTES = 4 * 1024 * 1024  # non-ELF files past this are not scripts or c
 MAX_FILES = 20_000
 MAX_TOTAL_BYTES = 768 * 1024 * 1024
 MAX_DEPTH = 10
+MAX_ENTRIES = 500_000  # directory entries walked under one drop place
 # Directories that hold thousands of library files and no dropped payloads of interest.
 PRUNE = frozenset({".git", "node_modules", "__pycache__", "site-packages", "dist-packages", ".npm", ".cargo",
                    ".rustup", ".pyenv", ".nvm", "proc", "sys"})
@@ -161,27 +162,22 @@ def _walk(ctx: HostContext, top: str, budget: Budget) -> Iterator[tuple[str, int
         return
     if not stat.S_ISDIR(info.st_mode):
         return
-    stack: list[tuple[str, int]] = [(top, 0)]
-    while stack and not budget.exhausted:
-        directory, depth = stack.pop()
-        try:
-            names = ctx.root.listdir(directory)
-        except OSError as exc:
-            ctx.error(directory, f"cannot list {directory}: {exc.strerror or exc}")
-            continue
-        subdirs: list[str] = []
-        for name in names:
-            inner = f"{directory.rstrip('/')}/{name}"
-            try:
-                entry = ctx.root.lstat(inner)
-            except OSError:
-                continue
-            if stat.S_ISDIR(entry.st_mode):
-                if depth + 1 < MAX_DEPTH and name not in PRUNE:
-                    subdirs.append(inner)
-            elif stat.S_ISREG(entry.st_mode):
-                yield inner, entry.st_size
-        stack.extend((d, depth + 1) for d in reversed(subdirs))
+
+    def pruned(inner: str) -> bool:
+        return inner.rsplit("/", 1)[1] in PRUNE
+
+    def failed(directory: str, exc: OSError) -> None:
+        ctx.error(directory, f"cannot list {directory}: {exc.strerror or exc}")
+
+    walk = ctx.root.walk(top, max_depth=MAX_DEPTH, max_entries=MAX_ENTRIES + 1, prune=pruned, on_error=failed)
+    for seen, (inner, entry) in enumerate(walk, 1):
+        if seen > MAX_ENTRIES:
+            ctx.error(top, f"more than {MAX_ENTRIES:,} entries under {top}: the rest were not scanned")
+            return
+        if budget.exhausted:
+            return
+        if stat.S_ISREG(entry.st_mode):
+            yield inner, entry.st_size
 
 
 @lru_cache(maxsize=8)
