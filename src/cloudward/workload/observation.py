@@ -54,6 +54,24 @@ class HostContext:
         value: T = self._shared[name]
         return value
 
+    def read_config(self, path: str, limit: int) -> str | None:
+        """A text configuration file, or None: absent (silently), or unreadable, larger than
+        `limit` or binary (each reported as an error naming the file, and not parsed)."""
+        try:
+            data = self.root.read_bytes(path, limit + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.error(path, f"cannot read: {exc.strerror or exc}")
+            return None
+        if len(data) > limit:
+            self.error(path, f"larger than {limit} bytes; not parsed")
+            return None
+        if b"\x00" in data:
+            self.error(path, "binary content where a text configuration was expected; not parsed")
+            return None
+        return data.decode("utf-8", errors="replace")
+
     def packages(self) -> PackageIndex:
         from cloudward.workload.packages import load_package_index
 

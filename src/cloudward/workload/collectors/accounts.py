@@ -55,17 +55,7 @@ _TAG = re.compile(r"^\s*(NOPASSWD|PASSWD|SETENV|NOSETENV|NOEXEC|EXEC|LOG_INPUT|N
 
 
 def _read(ctx: HostContext, path: str, limit: int = MAX_FILE_BYTES) -> str | None:
-    try:
-        data = ctx.root.read_bytes(path, limit)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        ctx.error(path, f"cannot read: {exc.strerror or exc}")
-        return None
-    if b"\x00" in data:
-        ctx.error(path, "binary content where a text file was expected; not parsed")
-        return None
-    return data.decode("utf-8", errors="replace")
+    return ctx.read_config(path, limit)
 
 
 # -- accounts -------------------------------------------------------------------------------------

@@ -79,18 +79,8 @@ def systemd_directives(text: str, section: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def _read(ctx: HostContext, path: str) -> str | None:
-    try:
-        data = ctx.root.read_bytes(path, MAX_FILE_BYTES)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        ctx.error(path, f"cannot read: {exc.strerror or exc}")
-        return None
-    if b"\x00" in data:
-        ctx.error(path, "binary content where a text configuration was expected; not parsed")
-        return None
-    return data.decode("utf-8", errors="replace")
+def _read(ctx: HostContext, path: str, limit: int = MAX_FILE_BYTES) -> str | None:
+    return ctx.read_config(path, limit)
 
 
 def _unit_files(ctx: HostContext, unit: str) -> list[str]:

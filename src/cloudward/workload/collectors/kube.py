@@ -44,21 +44,8 @@ ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 _KUBELET_FLAGS = ("anonymous-auth", "authorization-mode", "read-only-port", "config", "client-ca-file")
 
 
-def _read(ctx: HostContext, path: str) -> str | None:
-    try:
-        data = ctx.root.read_bytes(path, MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        ctx.error(path, f"cannot read: {exc.strerror or exc}")
-        return None
-    if len(data) > MAX_FILE_BYTES:
-        ctx.error(path, f"larger than {MAX_FILE_BYTES} bytes; not parsed")
-        return None
-    if b"\x00" in data:
-        ctx.error(path, "binary content where a text configuration was expected; not parsed")
-        return None
-    return data.decode("utf-8", errors="replace")
+def _read(ctx: HostContext, path: str, limit: int = MAX_FILE_BYTES) -> str | None:
+    return ctx.read_config(path, limit)
 
 
 def _yaml(ctx: HostContext, path: str, text: str) -> Any:
