@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import audit, exposure, findings, host, rules, secrets
+from cloudward.cli import audit, db, exposure, findings, host, rules, secrets
 
 app = typer.Typer(
     name="cloudward",
@@ -32,6 +32,7 @@ def root(
     """cloudward: exposure scanning, findings store and reports."""
 
 
+app.add_typer(db.app, name="db")
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
 app.add_typer(host.app, name="host")
