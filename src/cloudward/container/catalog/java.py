@@ -1,0 +1,123 @@
+"""Java archives (jar/war/ear): Maven coordinates from `pom.properties`, else the manifest.
+
+Why bounded: an archive is attacker-supplied; more than 10k entries or a member over 16 MiB is
+refused, and reads stop at the bound even when a member's declared size lies. Jars nested in a
+war/ear (or a fat jar) are opened one level deep only.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+
+from packageurl import PackageURL
+
+from cloudward.container.catalog.model import CatalogError, Distro, Package
+from cloudward.container.catalog.view import FileView
+
+__all__ = ["ARCHIVE_SUFFIXES", "MAX_ENTRIES", "MAX_MEMBER", "catalog_java", "scan_archive"]
+
+ARCHIVE_SUFFIXES = (".jar", ".war", ".ear")
+MAX_ENTRIES = 10_000
+MAX_MEMBER = 16 * 1024 * 1024
+
+
+def _read(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > MAX_MEMBER:
+        raise CatalogError(f"member {info.filename} declares {info.file_size} bytes (limit {MAX_MEMBER})")
+    with zf.open(info) as fh:
+        data = fh.read(MAX_MEMBER + 1)
+    if len(data) > MAX_MEMBER:
+        raise CatalogError(f"member {info.filename} expands past {MAX_MEMBER} bytes")
+    return data
+
+
+def _properties(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _manifest(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        if line.startswith(" ") and last:
+            out[last] += line[1:]
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            last = key.strip()
+            out.setdefault(last, value.strip())
+    return out
+
+
+def _package(group: str | None, artifact: str, version: str, location: str) -> Package:
+    purl = PackageURL(type="maven", namespace=group or None, name=artifact, version=version)
+    name = f"{group}:{artifact}" if group else artifact
+    return Package(
+        name=name, version=version, type="java-archive", purl=purl.to_string(), ecosystem="Maven", locations=(location,)
+    )
+
+
+def scan_archive(data: bytes, location: str, nested: bool = True) -> list[Package]:
+    """Packages declared by one archive (and, if `nested`, by archives inside it). Raises CatalogError only."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CatalogError(f"{location}: not a zip archive ({exc})") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise CatalogError(f"{location}: {len(infos)} entries (limit {MAX_ENTRIES})")
+        found: list[Package] = []
+        manifest: dict[str, str] = {}
+        try:
+            for info in infos:
+                name = info.filename
+                if name.startswith("META-INF/maven/") and name.endswith("/pom.properties"):
+                    props = _properties(_read(zf, info).decode("utf-8", "replace"))
+                    if props.get("artifactId") and props.get("version"):
+                        found.append(_package(props.get("groupId"), props["artifactId"], props["version"], location))
+                elif name == "META-INF/MANIFEST.MF":
+                    manifest = _manifest(_read(zf, info).decode("utf-8", "replace"))
+            if not found:
+                title = manifest.get("Implementation-Title") or manifest.get("Bundle-SymbolicName")
+                version = manifest.get("Implementation-Version") or manifest.get("Bundle-Version")
+                if title and version:
+                    found.append(_package(manifest.get("Implementation-Vendor-Id"), title, version, location))
+            if nested:
+                for info in infos:
+                    if info.filename.lower().endswith(ARCHIVE_SUFFIXES) and not info.is_dir():
+                        inner = f"{location}:{info.filename}"
+                        found.extend(scan_archive(_read(zf, info), inner, nested=False))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise CatalogError(f"{location}: corrupt archive ({exc})") from exc
+        except CatalogError as exc:
+            if str(exc).startswith(location):
+                raise
+            raise CatalogError(f"{location}: {exc}") from exc
+    return found
+
+
+def catalog_java(view: FileView, distro: Distro | None) -> Iterator[Package]:
+    errors: list[str] = []
+    for path in [p for p in view.paths() if p.lower().endswith(ARCHIVE_SUFFIXES)]:
+        data = view.read(path)
+        if data is None:
+            continue
+        try:
+            yield from scan_archive(data, path)
+        except CatalogError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise CatalogError(*errors)

@@ -1,0 +1,109 @@
+"""CycloneDX 1.6 output validated against its schema; SPDX 2.3 output checked for its required fields."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+
+from cloudward.container.catalog import CatalogResult, Distro, Package
+from cloudward.container.sbom import to_cyclonedx, to_spdx
+
+RESULT = CatalogResult(
+    distro=Distro(id="debian", version_id="12", pretty_name="Debian GNU/Linux 12 (bookworm)", codename="bookworm"),
+    packages=[
+        Package(
+            name="libssl3",
+            version="3.0.11-1~deb12u2",
+            type="deb",
+            purl="pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12",
+            ecosystem="Debian:12",
+            source_name="openssl",
+            source_version="3.0.11-1~deb12u2",
+            locations=("/var/lib/dpkg/status",),
+        ),
+        Package(
+            name="lodash",
+            version="4.17.21",
+            type="npm",
+            purl="pkg:npm/lodash@4.17.21",
+            ecosystem="npm",
+            locations=("/app/node_modules/lodash/package.json",),
+            licenses=("MIT",),
+        ),
+        Package(
+            name="lodash",
+            version="4.17.21",
+            type="npm",
+            purl="pkg:npm/lodash@4.17.21",
+            ecosystem="npm",
+            locations=("/app/package-lock.json",),
+            licenses=("MIT",),
+        ),
+        Package(
+            name="Jinja2",
+            version="3.1.2",
+            type="python",
+            purl="pkg:pypi/jinja2@3.1.2",
+            ecosystem="PyPI",
+            locations=("/usr/lib/python3/dist-packages/Jinja2-3.1.2.dist-info/METADATA",),
+            licenses=("BSD License",),
+        ),
+    ],
+)
+IMAGE = {"type": "image", "name": "docker.io/library/debian:12", "digest": "sha256:" + "a" * 64}
+
+
+def test_cyclonedx_is_valid_1_6() -> None:
+    text = to_cyclonedx(RESULT, IMAGE)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    doc = json.loads(text)
+    assert doc["specVersion"] == "1.6"
+    assert doc["metadata"]["component"]["name"] == "docker.io/library/debian:12"
+    assert doc["metadata"]["component"]["type"] == "container"
+    comps = doc["components"]
+    assert {c["type"] for c in comps} == {"library", "operating-system"}
+    purls = [c.get("purl") for c in comps if c["type"] == "library"]
+    assert purls.count("pkg:npm/lodash@4.17.21") == 2 and len(purls) == 4
+    lodash = next(c for c in comps if c.get("purl") == "pkg:npm/lodash@4.17.21")
+    assert lodash["licenses"] == [{"license": {"id": "MIT"}}]
+    assert any(p["name"] == "cloudward:location" for p in lodash["properties"])
+
+
+def test_cyclonedx_directory_subject() -> None:
+    text = to_cyclonedx(CatalogResult(distro=None), {"type": "directory", "path": "/"})
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    assert json.loads(text)["metadata"]["component"]["name"] == "/"
+
+
+def test_spdx_required_fields() -> None:
+    doc = json.loads(to_spdx(RESULT, IMAGE))
+    assert doc["spdxVersion"] == "SPDX-2.3" and doc["dataLicense"] == "CC0-1.0" and doc["SPDXID"] == "SPDXRef-DOCUMENT"
+    assert doc["name"] and re.match(r"^https://\S+$", doc["documentNamespace"]) and "#" not in doc["documentNamespace"]
+    assert doc["documentNamespace"] != json.loads(to_spdx(RESULT, IMAGE))["documentNamespace"]
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", doc["creationInfo"]["created"])
+    assert doc["creationInfo"]["creators"][0].startswith("Tool: cloudward-")
+    ids = [p["SPDXID"] for p in doc["packages"]]
+    assert len(ids) == len(set(ids)) == 5
+    for pkg in doc["packages"]:
+        assert re.match(r"^SPDXRef-[A-Za-z0-9.-]+$", pkg["SPDXID"])
+        for key in ("name", "downloadLocation", "licenseConcluded", "licenseDeclared", "copyrightText"):
+            assert pkg[key], key
+    ssl = next(p for p in doc["packages"] if p["name"] == "libssl3")
+    assert ssl["versionInfo"] == "3.0.11-1~deb12u2"
+    assert ssl["externalRefs"] == [
+        {
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?arch=amd64&distro=debian-12",
+        }
+    ]
+    jinja = next(p for p in doc["packages"] if p["name"] == "Jinja2")
+    assert jinja["licenseDeclared"] == "NOASSERTION"  # "BSD License" is not an SPDX expression
+    rels = doc["relationships"]
+    assert {"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": ids[0]} in rels
+    assert sum(r["relationshipType"] == "CONTAINS" for r in rels) == 4
+    known = set(ids) | {"SPDXRef-DOCUMENT"}
+    assert all(r["spdxElementId"] in known and r["relatedSpdxElement"] in known for r in rels)
