@@ -41,7 +41,8 @@ def test_failed_update_exits_3(tmp_path: Path) -> None:
 
 
 def test_bad_source_is_usage_error(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["db", "update", "--source", str(tmp_path / "nope"), "--db", str(tmp_path / "a.db")])
+    args = ["db", "update", "--source", str(tmp_path / "nope"), "--db", str(tmp_path / "a.db")]
+    result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, UsageError)
 
 

@@ -8,8 +8,8 @@ import re
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
-from cloudward.container.catalog import CatalogResult, Distro, Package
 from cloudward.container.sbom import to_cyclonedx, to_spdx
+from cloudward.engines.catalog import CatalogResult, Distro, Package
 
 RESULT = CatalogResult(
     distro=Distro(id="debian", version_id="12", pretty_name="Debian GNU/Linux 12 (bookworm)", codename="bookworm"),

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from cloudward import __version__
-from cloudward.container.catalog.model import CatalogResult, Package
+from cloudward.engines.catalog.model import CatalogResult, Package
 
 __all__ = ["to_cyclonedx", "to_spdx"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from packageurl import PackageURL
 
-from cloudward.container.catalog.model import CatalogError, Distro, Package
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import CatalogError, Distro, Package
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["catalog_npm", "is_installed_manifest"]
 

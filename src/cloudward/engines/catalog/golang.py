@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 from packageurl import PackageURL
 
-from cloudward.container.catalog.model import CatalogError, Distro, Package
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import CatalogError, Distro, Package
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["BUILDINFO_MAGIC", "catalog_go", "parse_buildinfo"]
 
@@ -72,7 +72,7 @@ def _package(name: str, version: str, location: str) -> Package:
 
 
 def catalog_go(view: FileView, distro: Distro | None) -> Iterator[Package]:
-    from cloudward.container.catalog import is_go_candidate  # the package imports this module lazily
+    from cloudward.engines.catalog import is_go_candidate  # the package imports this module lazily
 
     errors: list[str] = []
     for path in [p for p in view.paths() if is_go_candidate(p)]:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 from packageurl import PackageURL
 
-from cloudward.container.catalog.model import CatalogError, Distro, Package
-from cloudward.container.catalog.osrelease import os_ecosystem, purl_distro
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import CatalogError, Distro, Package
+from cloudward.engines.catalog.osrelease import os_ecosystem, purl_distro
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["STATUS", "STATUS_D", "catalog_dpkg", "parse_stanzas"]
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudward.container.catalog import CatalogError, CatalogResult, DirectoryView, FileView, catalog, wanted
-from cloudward.container.catalog.apk import parse_apk
-from cloudward.container.catalog.dpkg import parse_stanzas
-from cloudward.container.catalog.golang import parse_buildinfo
-from cloudward.container.catalog.rpm import parse_header
+from cloudward.engines.catalog import CatalogError, CatalogResult, DirectoryView, FileView, catalog, wanted
+from cloudward.engines.catalog.apk import parse_apk
+from cloudward.engines.catalog.dpkg import parse_stanzas
+from cloudward.engines.catalog.golang import parse_buildinfo
+from cloudward.engines.catalog.rpm import parse_header
 
 DPKG_STATUS = """\
 Package: libssl3

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shlex
 
-from cloudward.container.catalog.model import Distro
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import Distro
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["OS_RELEASE", "find_distro", "os_ecosystem", "parse_os_release", "purl_distro"]
 

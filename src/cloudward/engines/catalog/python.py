@@ -7,8 +7,8 @@ from email.parser import HeaderParser
 
 from packageurl import PackageURL
 
-from cloudward.container.catalog.model import CatalogError, Distro, Package
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import CatalogError, Distro, Package
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["catalog_python", "is_python_metadata"]
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from packageurl import PackageURL
 
-from cloudward.container.catalog.model import CatalogError, Distro, Package
-from cloudward.container.catalog.view import FileView
+from cloudward.engines.catalog.model import CatalogError, Distro, Package
+from cloudward.engines.catalog.view import FileView
 
 __all__ = ["ARCHIVE_SUFFIXES", "MAX_ENTRIES", "MAX_MEMBER", "catalog_java", "scan_archive"]
 

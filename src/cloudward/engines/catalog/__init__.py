@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from cloudward.container.catalog.model import CatalogError, CatalogResult, Distro, Package
-from cloudward.container.catalog.python import is_python_metadata
-from cloudward.container.catalog.view import DirectoryView, FileView
+from cloudward.engines.catalog.model import CatalogError, CatalogResult, Distro, Package
+from cloudward.engines.catalog.python import is_python_metadata
+from cloudward.engines.catalog.view import DirectoryView, FileView
 
 __all__ = [
     "CATALOGERS",
@@ -65,13 +65,13 @@ def wanted(path: str) -> bool:
 
 
 def _catalogers() -> dict[str, Cataloger]:
-    from cloudward.container.catalog.apk import catalog_apk
-    from cloudward.container.catalog.dpkg import catalog_dpkg, catalog_dpkg_distroless
-    from cloudward.container.catalog.golang import catalog_go
-    from cloudward.container.catalog.java import catalog_java
-    from cloudward.container.catalog.npm import catalog_npm
-    from cloudward.container.catalog.python import catalog_python
-    from cloudward.container.catalog.rpm import catalog_rpm
+    from cloudward.engines.catalog.apk import catalog_apk
+    from cloudward.engines.catalog.dpkg import catalog_dpkg, catalog_dpkg_distroless
+    from cloudward.engines.catalog.golang import catalog_go
+    from cloudward.engines.catalog.java import catalog_java
+    from cloudward.engines.catalog.npm import catalog_npm
+    from cloudward.engines.catalog.python import catalog_python
+    from cloudward.engines.catalog.rpm import catalog_rpm
 
     return {
         "dpkg": catalog_dpkg,
@@ -90,7 +90,7 @@ CATALOGERS: tuple[str, ...] = ("dpkg", "dpkg-distroless", "apk", "rpm", "python"
 
 def catalog(view: FileView, only: Iterable[str] | None = None) -> CatalogResult:
     """Run the catalogers (all, or those named in `only`) over `view`; never raises for bad content."""
-    from cloudward.container.catalog.osrelease import find_distro
+    from cloudward.engines.catalog.osrelease import find_distro
 
     result = CatalogResult(distro=None)
     try:
