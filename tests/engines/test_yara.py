@@ -21,7 +21,7 @@ from cloudward.engines.yara import (
     read_bounded,
 )
 
-BUILTIN = resources.files("cloudward.workload").joinpath("yara")
+BUILTIN = resources.files("cloudward.data").joinpath("yara")
 
 GOOD = """
 rule fixture_hello : greeting demo

@@ -1,5 +1,5 @@
 """Malware and tooling artifacts on disk (collectors/files.py, collectors/agents.py, the YARA rules
-in cloudward/workload/yara and rules/hunt-artifacts.yaml): each detection fires on its artifact and
+in cloudward/data/yara and rules/hunt-artifacts.yaml): each detection fires on its artifact and
 stays quiet on the benign look-alike next to it; hostile roots do not break the collectors."""
 
 from __future__ import annotations

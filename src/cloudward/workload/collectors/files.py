@@ -4,7 +4,7 @@ Why: TeamTNT-style intrusions leave their payloads on disk in a handful of writa
 out-of-the-way places — an XMRig `config.json` in `/root/.configs`, an ELF called `.dockerd` in
 `/tmp`, a dropper that removes the Alibaba agent, a script that posts `~/.aws/credentials` away.
 This collector walks those places (bounded by file size, file count and total bytes), scans each
-regular file with the shared YARA engine (built-in rules in `cloudward/workload/yara/*.yar` plus
+regular file with the shared YARA engine (built-in rules in `cloudward/data/yara/*.yar` plus
 the user's folders from the `yara_rules` option), hashes it against the `sha256` indicators, looks
 for indicator domains and addresses in text, and describes ELF files whose name mimics a kernel
 thread, a container daemon or a system binary. Subjects: `yara_match` (one per rule that matched a
@@ -182,7 +182,7 @@ def _walk(ctx: HostContext, top: str, budget: Budget) -> Iterator[tuple[str, int
 
 @lru_cache(maxsize=8)
 def _cached_rules(user_folders: tuple[str, ...]) -> YaraRules:
-    return load_rules([resources.files("cloudward.workload").joinpath("yara")], user_folders)
+    return load_rules([resources.files("cloudward.data").joinpath("yara")], user_folders)
 
 
 def yara_rules(ctx: HostContext) -> YaraRules:

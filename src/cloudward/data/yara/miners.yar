@@ -1,6 +1,6 @@
 // Cryptocurrency miners: XMRig-style binaries and configs, stratum pool URLs, Monero wallets.
 // Written for cloudward (own wording). Each rule: description, severity hint, ATT&CK id.
-// Findings are made by src/cloudward/workload/rules/hunt-artifacts.yaml from the rule names.
+// Findings are made by the host rules in workload/rules/hunt-artifacts.yaml and by image scans.
 
 rule xmrig_config : miner config
 {
