@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +151,38 @@ def write_docker_archive(out: Path, layers: Sequence[bytes], *, diff_ids: Sequen
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out
+
+
+# ------------------------------------------------------------------ images from root-directory steps
+
+def build_steps(work: Path, steps: Sequence[Callable[[Path], None] | tuple[Callable[[Path], None], str]], *,
+                tag: str = "app", config: Sequence[str] = ()) -> Layout:
+    """One layer per step: each step edits a fresh unpack of the image so far (adding, changing or
+    deleting files), then umoci repacks exactly that difference; a step given as (function, text)
+    records text as the layer's history `created_by`. `config` are extra `umoci config` arguments
+    (e.g. ``--config.user=1000``)."""
+    layout = work / "layout"
+    bundle = work / "bundle"
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", f"{layout}:{tag}")
+    for item in steps:
+        step, created_by = item if isinstance(item, tuple) else (item, None)
+        root = _unpack(layout, tag, bundle)
+        step(root)
+        history = ["--history.created_by", created_by] if created_by else []
+        umoci("repack", *history, "--image", f"{layout}:{tag}", str(bundle))
+    umoci("config", "--image", f"{layout}:{tag}", "--os", "linux", "--architecture", "amd64", *config)
+    shutil.rmtree(bundle, ignore_errors=True)
+    return Layout(layout, tag)
+
+
+def put(root: Path, inner: str, data: str | bytes, mode: int = 0o644) -> Path:
+    """Write a file inside an unpacked root (parents created)."""
+    path = root / inner.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        path.write_text(data)
+    else:
+        path.write_bytes(data)
+    path.chmod(mode)
+    return path

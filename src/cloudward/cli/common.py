@@ -76,13 +76,14 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
 def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     """Every capability's built-in rules plus the user's folders, validated by their engines."""
     from cloudward.core.rules import load_rules
+    from cloudward.engines.subject_rules import validate_rule as validate_subject_rule
     from cloudward.exposure.evaluate import validate_rule
     from cloudward.secrets.engine import validate_rule as validate_secret_rule
     from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
-    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload"], extra or [],
-                      validators={"exposure": validate_rule, "secrets": validate_secret_rule,
-                                  "host": validate_host_rule})
+    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container"],
+                      extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
+                                               "host": validate_host_rule, "image": validate_subject_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

@@ -184,19 +184,28 @@ class _Budget:
         self.limits, self.entries, self.captured = limits, 0, 0
 
 
-def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: Limits | None = None) -> ImageFS:
-    """Apply every layer in order; capture content of wanted files in the same pass."""
+Inspector = Callable[[FileEntry], Callable[[bytes], None] | None]
+
+
+def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: Limits | None = None,
+           inspect: Inspector | None = None) -> ImageFS:
+    """Apply every layer in order; capture content of wanted files in the same pass.
+
+    ``inspect`` sees every regular file of every layer as it streams past, deleted later or not (a
+    secret removed in a later layer is still in the image): it returns a callback for the bytes
+    of the files it wants to read, or None. Inspected bytes are handed over, never kept.
+    """
     limits = limits or Limits()
     fs = ImageFS(image=image)
     budget = _Budget(limits)
     for index, layer in enumerate(image.layers):
-        if not _apply_layer(fs, index, layer.digest, layer.open_tar, want, budget):
+        if not _apply_layer(fs, index, layer.digest, layer.open_tar, want, budget, inspect):
             break
     return fs
 
 
 def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], object],
-                 want: Callable[[str], bool] | None, budget: _Budget) -> bool:
+                 want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None) -> bool:
     """Stream one layer; False when the whole squash must stop (entry limit)."""
     label = f"layer {index} ({digest})"
     layer_bytes = 0
@@ -213,7 +222,7 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
                     fs.errors.append(f"{label}: uncompressed size exceeds {budget.limits.max_layer_bytes} bytes at "
                                      f"{info.name!r}; rest of the layer skipped")
                     return True
-                _apply_member(fs, index, digest, label, tar, info, want, budget)
+                _apply_member(fs, index, digest, label, tar, info, want, budget, inspect)
     except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as exc:
         fs.errors.append(f"{label}: broken or truncated layer ({type(exc).__name__}: {exc})")
     except ImageError as exc:
@@ -222,7 +231,7 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
 
 
 def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile.TarFile, info: tarfile.TarInfo,
-                  want: Callable[[str], bool] | None, budget: _Budget) -> None:
+                  want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None) -> None:
     path, hostile = _normalise(info.name)
     if hostile:
         fs.errors.append(f"{label}: member {info.name!r} escapes the image root; treated as {path}")
@@ -245,21 +254,31 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
         if link_hostile:
             fs.errors.append(f"{label}: hardlink {info.name!r} -> {info.linkname!r} escapes the image root")
     size = info.size if kind == "file" else 0
-    fs._put(FileEntry(path, kind, info.mode, info.uid, info.gid, size, linkname, index, digest))
-    if kind != "file" or want is None or not want(path):
+    entry = FileEntry(path, kind, info.mode, info.uid, info.gid, size, linkname, index, digest)
+    fs._put(entry)
+    if kind != "file":
+        return
+    seen = inspect(entry) if inspect is not None else None
+    keep = want is not None and want(path)
+    if not keep and seen is None:
         return
     limits = budget.limits
     if size > limits.max_file_bytes:
         fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
         return
-    if budget.captured + size > limits.max_captured_bytes:
+    if keep and budget.captured + size > limits.max_captured_bytes:
         fs.skipped.append((path, f"total captured bytes would exceed {limits.max_captured_bytes}"))
-        return
+        keep = False
+        if seen is None:
+            return
     f = tar.extractfile(info)
     if f is None:
         return
     data = f.read(size)
     if len(data) != size:
         raise EOFError(f"{info.name!r} is truncated")
-    budget.captured += len(data)
-    fs._content[path] = data
+    if seen is not None:
+        seen(data)
+    if keep:
+        budget.captured += len(data)
+        fs._content[path] = data

@@ -147,9 +147,13 @@ def duration(result: ScanResult) -> str:
 
 
 def target_label(finding: Finding) -> str:
-    """`kind:name`, plus `:line` when the finding points into a file."""
+    """`kind:name`, plus `:line` when the finding points into a file; for a file inside an image
+    the in-image path goes between them (`image:app.tar /app/.env:2`)."""
     line = finding.location.get("line")
     label = str(finding.target)
+    inner = finding.location.get("path")
+    if finding.target.kind == "image" and isinstance(inner, str) and inner:
+        label = f"{label} {inner}"
     return f"{label}:{line}" if isinstance(line, int) and not isinstance(line, bool) else label
 
 

@@ -1,0 +1,383 @@
+"""An image scan: open the image, stream its layers once, then judge what was seen.
+
+One pass over the layers does everything that needs file bytes: the catalogers' files are captured
+(the squashed view they read), and every regular file of every layer is shown to the content
+scanners (secrets, malware), deleted later or not, because a secret removed in a later layer is
+still in the image for anyone who pulls it. Then, without touching the layers again: packages are
+matched against the advisory database, and the image config, its history and the final file tree
+are judged by the image rules (`container/rules/*.yaml`, engine `image`).
+
+Content scanners come from other capabilities (the secret scanner, the shared YARA rules); the
+caller hands them in, so Container Security does not import its peers.
+
+What the layers yield (packages, content findings, errors) is cached per image id (the config
+digest, which names every layer's content) and analyzer version, so a re-scan of an unchanged image
+reads only its manifest and config. Vulnerabilities are matched afresh each time: the advisory
+database changes between scans, the image does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudward.container.image import Image, ImageError
+from cloudward.container.squash import FileEntry, ImageFS, Limits, squash
+from cloudward.core.finding import Finding, Target, fingerprint
+from cloudward.core.rules import Rule
+from cloudward.core.scan import ScanResult, ScanStatus
+from cloudward.engines import subject_rules
+from cloudward.engines.catalog import CatalogResult, Distro, Package, catalog, wanted
+
+__all__ = ["ANALYZER_VERSION", "SCANNERS", "ContentScanner", "ImageScanOptions", "image_target", "scan_image",
+           "scan_images"]
+
+ANALYZER_VERSION = "1"  # bump when catalogers or content scanners change what a layer yields
+SCANNERS = ("vuln", "secret", "malware", "config")
+
+# Ports whose service, reachable without authentication, is how crews like TeamTNT get in.
+RISKY_PORTS = {2375: "Docker Engine API (plain HTTP)", 2376: "Docker Engine API (TLS)", 6379: "Redis",
+               2379: "etcd client API", 2380: "etcd peer API", 10250: "kubelet API", 10255: "kubelet read-only API",
+               27017: "MongoDB", 9200: "Elasticsearch", 11211: "memcached", 5984: "CouchDB", 8086: "InfluxDB"}
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/var/run/containerd/containerd.sock",
+                  "/run/containerd/containerd.sock", "/var/run/crio/crio.sock", "/run/podman/podman.sock")
+_SECRET_ENV = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY", "PRIVATE_KEY", "ACCESS_KEY",
+               "CREDENTIALS", "AUTH")
+_PLACEHOLDERS = {"", "changeme", "change-me", "xxx", "none", "null", "false", "true", "example", "placeholder",
+                 "secret", "password", "<password>", "todo"}
+
+
+@dataclass(frozen=True)
+class ContentScanner:
+    """A judge of file bytes from another capability. `wants` decides from the entry alone (path,
+    mode, size) so unwanted files are never read; `scan` gets the bytes, the entry and the image
+    target and returns findings located at `{path, layer, layer_digest}`."""
+
+    name: str
+    version: str
+    wants: Callable[[FileEntry], bool]
+    scan: Callable[[bytes, FileEntry, Target], list[Finding]]
+
+
+@dataclass
+class ImageScanOptions:
+    scanners: frozenset[str] = frozenset(SCANNERS)
+    advisories: Path | None = None
+    content: Sequence[ContentScanner] = ()
+    rules: Sequence[Rule] = ()
+    limits: Limits = field(default_factory=Limits)
+    cache_dir: Path | None = None
+    insecure: bool = False
+    platform: str = "linux/amd64"
+    username: str | None = None
+    password: str | None = None
+    engine_url: str | None = None
+
+
+def image_target(reference: str) -> Target:
+    return Target(kind="image", name=reference)
+
+
+@dataclass
+class _LayerYield:
+    """What streaming the layers produced; everything here is cacheable by image id."""
+
+    catalog: CatalogResult
+    content: list[Finding]
+    errors: list[str]
+    skipped: list[tuple[str, str]]
+    files: list[dict[str, Any]]  # the final tree's entries the image rules look at
+    layers: int
+    cached: bool = False
+
+
+# -- the layer pass ------------------------------------------------------------------------------
+
+_INTERESTING = ("/root/.ssh/authorized_keys", "/etc/sudoers", "/etc/ld.so.preload")
+
+
+def _file_facts(fs: ImageFS) -> list[dict[str, Any]]:
+    """Final-tree files the image rules judge: baked-in SSH keys, preload files, SUID binaries in odd places."""
+    out: list[dict[str, Any]] = []
+    for path in fs.paths():
+        entry = fs.entry(path)
+        if entry is None or entry.kind != "file":
+            continue
+        base = posixpath.basename(path)
+        interesting = (path in _INTERESTING or base in ("authorized_keys", "authorized_keys2")
+                       or (entry.mode & 0o4000 and entry.uid == 0))
+        if not interesting:
+            continue
+        out.append({"path": path, "name": base, "mode": entry.mode, "uid": entry.uid, "size": entry.size,
+                    "suid_root": bool(entry.mode & 0o4000 and entry.uid == 0),
+                    "world_writable": bool(entry.mode & 0o002), "layer": entry.layer_index})
+    return out
+
+
+def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _LayerYield:
+    content: list[Finding] = []
+    seen: set[str] = set()
+    errors: list[str] = []
+    active = [c for c in options.content if c.name in options.scanners]
+
+    def inspect(entry: FileEntry) -> Callable[[bytes], None] | None:
+        takers = [c for c in active if c.wants(entry)]
+        if not takers:
+            return None
+
+        def judge(data: bytes) -> None:
+            for scanner in takers:
+                try:
+                    found = scanner.scan(data, entry, target)
+                except Exception as exc:  # one scanner's failure must not cost the layer
+                    errors.append(f"{scanner.name}: {entry.path} (layer {entry.layer_index}): "
+                                  f"{type(exc).__name__}: {exc}")
+                    continue
+                for finding in found:
+                    if finding.fingerprint not in seen:
+                        seen.add(finding.fingerprint)
+                        content.append(finding)
+
+        return judge
+
+    fs = squash(image, wanted, limits=options.limits, inspect=inspect if active else None)
+    result = catalog(fs)
+    for finding in content:  # say whether the file is still there at the end
+        path, layer = finding.location.get("path"), finding.location.get("layer")
+        final = fs.entry(path) if isinstance(path, str) else None
+        finding.location["in_final_filesystem"] = final is not None and final.layer_index == layer
+    return _LayerYield(catalog=result, content=content, errors=[*fs.errors, *errors], skipped=list(fs.skipped),
+                       files=_file_facts(fs), layers=len(image.layers))
+
+
+# -- the per-image cache -------------------------------------------------------------------------
+
+def _cache_path(options: ImageScanOptions, image: Image) -> Path | None:
+    if options.cache_dir is None:
+        return None
+    parts = [image.id, ANALYZER_VERSION, *sorted(f"{c.name}={c.version}" for c in options.content
+                                                   if c.name in options.scanners)]
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return options.cache_dir / "images" / f"{digest}.json.gz"
+
+
+def _package_to_dict(pkg: Package) -> dict[str, Any]:
+    return {"name": pkg.name, "version": pkg.version, "type": pkg.type, "purl": pkg.purl, "ecosystem": pkg.ecosystem,
+            "source_name": pkg.source_name, "source_version": pkg.source_version,
+            "locations": list(pkg.locations), "licenses": list(pkg.licenses)}
+
+
+def _package_from_dict(data: dict[str, Any]) -> Package:
+    return Package(name=data["name"], version=data["version"], type=data["type"], purl=data["purl"],
+                   ecosystem=data.get("ecosystem"), source_name=data.get("source_name"),
+                   source_version=data.get("source_version"), locations=tuple(data.get("locations", ())),
+                   licenses=tuple(data.get("licenses", ())))
+
+
+def _save(path: Path, found: _LayerYield, target: Target) -> None:
+    distro = found.catalog.distro
+    doc = {
+        "analyzer": ANALYZER_VERSION,
+        "distro": None if distro is None else {"id": distro.id, "version_id": distro.version_id,
+                                               "pretty_name": distro.pretty_name, "codename": distro.codename},
+        "packages": [_package_to_dict(p) for p in found.catalog.packages],
+        "catalog_errors": found.catalog.errors,
+        # content findings are stored without their target: the same image may be scanned by another name
+        "content": [f.model_dump(mode="json", exclude={"target", "fingerprint"}) for f in found.content],
+        "errors": found.errors, "skipped": found.skipped, "files": found.files, "layers": found.layers,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
+        json.dump(doc, handle)
+    tmp.replace(path)
+
+
+def _load(path: Path, target: Target) -> _LayerYield | None:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            doc = json.load(handle)
+        if doc.get("analyzer") != ANALYZER_VERSION:
+            return None
+        distro = Distro(**doc["distro"]) if doc.get("distro") else None
+        result = CatalogResult(distro=distro, packages=[_package_from_dict(p) for p in doc["packages"]],
+                               errors=list(doc.get("catalog_errors", [])))
+        content = []
+        for data in doc["content"]:
+            finding = Finding(**data, target=target)
+            content.append(finding)
+        return _LayerYield(catalog=result, content=content, errors=list(doc["errors"]),
+                           skipped=[tuple(s) for s in doc["skipped"]], files=list(doc["files"]),
+                           layers=int(doc["layers"]), cached=True)
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None  # a damaged cache entry is a cache miss, never an error
+
+
+def _layers(image: Image, target: Target, options: ImageScanOptions) -> _LayerYield:
+    path = _cache_path(options, image)
+    if path is not None and path.is_file():
+        hit = _load(path, target)
+        if hit is not None:
+            return hit
+    found = _stream_layers(image, target, options)
+    if path is not None:
+        with contextlib.suppress(OSError):  # an unwritable cache only costs the next scan its speed
+            _save(path, found, target)
+    return found
+
+
+# -- config, history and file rules --------------------------------------------------------------
+
+def _runs_as_root(user: str) -> bool:
+    name = user.split(":", 1)[0].strip()
+    return name in ("", "root", "0")
+
+
+def _env_facts(env: Iterable[str]) -> tuple[list[str], list[str]]:
+    names, secret_like = [], []
+    for item in env:
+        name, _, value = item.partition("=")
+        names.append(name)
+        upper = name.upper()
+        named = any(word in upper for word in _SECRET_ENV) and not upper.endswith(("_FILE", "_PATH", "_DIR"))
+        if named and value.strip().lower() not in _PLACEHOLDERS and not value.startswith(("$", "/run/secrets/")):
+            secret_like.append(name)
+    return names, secret_like
+
+
+def _ports(exposed: Any) -> list[int]:
+    out = []
+    for spec in (exposed or {}):
+        head = str(spec).split("/", 1)[0]
+        if head.isdigit():
+            out.append(int(head))
+    return sorted(set(out))
+
+
+def config_observations(image: Image) -> list[tuple[str, dict[str, Any], str]]:
+    """(subject, facts, key) for the image config and each history step."""
+    cfg = image.config.get("config") or image.config.get("Config") or {}
+    user = str(cfg.get("User") or "")
+    env_names, secret_env = _env_facts(cfg.get("Env") or [])
+    ports = _ports(cfg.get("ExposedPorts"))
+    volumes = sorted((cfg.get("Volumes") or {}).keys())
+    healthcheck = cfg.get("Healthcheck") or {}
+    facts = {
+        "user": user, "runs_as_root": _runs_as_root(user), "exposed_ports": ports,
+        "risky_ports": [p for p in ports if p in RISKY_PORTS],
+        "risky_services": [RISKY_PORTS[p] for p in ports if p in RISKY_PORTS],
+        "docker_api_port": any(p == 2375 for p in ports),
+        "volumes": volumes, "runtime_socket_volumes": [v for v in volumes if v.rstrip("/") in DOCKER_SOCKETS],
+        "env_names": env_names, "secret_env_names": secret_env,
+        "healthcheck": bool(healthcheck) and healthcheck.get("Test") not in (None, [], ["NONE"]),
+        "entrypoint": cfg.get("Entrypoint") or [], "cmd": cfg.get("Cmd") or [],
+    }
+    out: list[tuple[str, dict[str, Any], str]] = [("image_config", facts, "config")]
+    for index, step in enumerate(image.config.get("history") or []):
+        created_by = str(step.get("created_by") or "")[:4000]
+        out.append(("history_step", {"created_by": created_by, "index": index,
+                                     "empty_layer": bool(step.get("empty_layer"))}, f"{index}:{created_by[:200]}"))
+    return out
+
+
+def _rule_findings(image: Image, files: list[dict[str, Any]], target: Target,
+                   rules: dict[str, list[subject_rules.CompiledRule]]) -> list[Finding]:
+    findings: list[Finding] = []
+    for subject, facts, key in config_observations(image):
+        location: dict[str, Any] = {"config": image.config_digest}
+        if subject == "history_step":
+            location["history_step"] = facts["index"]
+        findings.extend(subject_rules.evaluate(subject, facts, rules, target, location=location, key=key))
+    for facts in files:
+        findings.extend(subject_rules.evaluate("file", facts, rules, target,
+                                               location={"path": facts["path"], "layer": facts["layer"]},
+                                               key=facts["path"]))
+    return findings
+
+
+# -- the scan ------------------------------------------------------------------------------------
+
+def _vulnerabilities(packages: list[Package], target: Target, options: ImageScanOptions,
+                     result: ScanResult, name: str) -> int:
+    from cloudward.engines.osv.findings import match_packages
+
+    if options.advisories is None or not options.advisories.is_file():
+        where = options.advisories or "the data directory"
+        result.add_error(name, f"no advisory database at {where}: vulnerabilities not checked "
+                               "(run `cloudward db update`)", stage="vuln")
+        return 0
+    findings, errors = match_packages(options.advisories, packages, target)
+    for message in errors[:50]:
+        result.add_error(name, message, stage="vuln")
+    result.findings.extend(findings)
+    return len(findings)
+
+
+def _scan_one(reference: str, options: ImageScanOptions, result: ScanResult,
+              rules: dict[str, list[subject_rules.CompiledRule]]) -> dict[str, Any]:
+    from cloudward.container.sources import open_image
+
+    started = time.perf_counter()
+    image = open_image(reference, insecure=options.insecure, platform=options.platform,
+                       username=options.username, password=options.password, engine_url=options.engine_url)
+    target = image_target(reference)
+    found = _layers(image, target, options)
+    for message in found.errors:
+        result.add_error(reference, message, stage="layers")
+    for path, why in found.skipped:
+        result.add_error(reference, f"{path}: not read ({why})", stage="layers")
+    for message in found.catalog.errors:
+        result.add_error(reference, message, stage="packages")
+    result.findings.extend(found.content)
+    vulns = 0
+    if "vuln" in options.scanners:
+        vulns = _vulnerabilities(found.catalog.packages, target, options, result, reference)
+    if "config" in options.scanners:
+        result.findings.extend(_rule_findings(image, found.files, target, rules))
+    distro = found.catalog.distro
+    return {
+        "image": reference,
+        "os": None if distro is None else (distro.pretty_name or f"{distro.id} {distro.version_id or ''}".strip()),
+        "layers": found.layers, "packages": len(found.catalog.packages), "vulnerabilities": vulns,
+        "cached": found.cached, "seconds": round(time.perf_counter() - started, 3),
+        "id": image.id, "digest": image.manifest_digest, "platform": image.platform, "tags": list(image.repo_tags),
+    }
+
+
+def scan_images(references: Sequence[str], options: ImageScanOptions) -> ScanResult:
+    """Scan each image; an image that cannot be read is an error naming it, and the others go on."""
+    result = ScanResult(kind="image", targets=list(references))
+    rules = subject_rules.compile_rules(options.rules, "image")
+    try:
+        for reference in references:
+            try:
+                result.inventory.append(_scan_one(reference, options, result, rules))
+            except ImageError as exc:
+                result.add_error(reference, str(exc), stage="open")
+    except KeyboardInterrupt:
+        return result.finish(ScanStatus.CANCELLED)
+    result.stats = {"images": len(result.inventory),
+                    "packages": sum(i["packages"] for i in result.inventory),
+                    "cached": sum(1 for i in result.inventory if i["cached"])}
+    if references and not result.inventory:
+        return result.finish(ScanStatus.FAILED)
+    return result.finish()
+
+
+def scan_image(reference: str, options: ImageScanOptions) -> ScanResult:
+    return scan_images([reference], options)
+
+
+def refingerprint(finding: Finding, target: Target, key: str) -> Finding:
+    """A copy of `finding` judged against `target` with identity `key` (content scanners' findings
+    come back named after the file; in an image scan they belong to the image)."""
+    return finding.model_copy(update={"target": target, "key": key,
+                                      "fingerprint": fingerprint(finding.rule_id, target, key)})
