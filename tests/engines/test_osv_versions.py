@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -142,7 +141,6 @@ def _dpkg_compare(pairs: list[tuple[str, str]], workdir: Path) -> list[int]:
     return [int(line) for line in out.stdout.split()]
 
 
-@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg")
 @settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture,
                                  HealthCheck.large_base_example, HealthCheck.filter_too_much])

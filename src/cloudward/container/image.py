@@ -37,7 +37,7 @@ class Layer:
             return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
         if head == ZSTD_MAGIC:
             try:
-                import zstandard  # type: ignore[import-not-found,unused-ignore]
+                import zstandard  # type: ignore[import-untyped,unused-ignore]
             except ImportError:
                 raw.close()
                 raise ImageError(f"{self.digest}: zstd layers not supported (install zstandard)") from None
