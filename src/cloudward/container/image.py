@@ -36,12 +36,10 @@ class Layer:
         if head.startswith(GZIP_MAGIC):
             return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
         if head == ZSTD_MAGIC:
-            try:
-                import zstandard  # type: ignore[import-untyped,unused-ignore]
-            except ImportError:
-                raw.close()
-                raise ImageError(f"{self.digest}: zstd layers not supported (install zstandard)") from None
-            return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[no-any-return]
+            import zstandard
+
+            reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(raw)
+            return reader
         return raw
 
 
