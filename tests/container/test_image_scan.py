@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from cloudward.cli.app import app
 from cloudward.engines.osv.db import update
-from tests.harness.images import Layout, build_steps, push, put, to_docker_archive, to_oci_archive
+from tests.harness.images import Layout, build_steps, push, put, to_docker_archive, to_oci_archive, umoci
 from tests.harness.plants.artifacts import DROPPER, XMRIG_CONFIG
 from tests.harness.services import Service
 
@@ -141,9 +141,26 @@ def test_clean_image_has_only_the_healthcheck_note(clean: Layout, workdir: Path)
 def test_rescan_reads_the_cache_and_agrees(bad: Layout, workdir: Path) -> None:
     first, _ = scan(workdir, bad.ref)
     second, output = scan(workdir, bad.ref)
-    assert second["inventory"][0]["cached"] is True
+    assert second["inventory"][0]["cached_layers"] == 3
     assert sorted(f["fingerprint"] for f in first["findings"]) == sorted(f["fingerprint"] for f in second["findings"])
-    assert "(cached layers)" in output
+    assert [f["location"] for f in sorted(first["findings"], key=lambda f: f["fingerprint"])] == \
+        [f["location"] for f in sorted(second["findings"], key=lambda f: f["fingerprint"])]
+    assert "(3 of 3 layers from the cache)" in output
+
+
+def test_shared_base_layers_are_read_once(bad: Layout, workdir: Path, tmp_path: Path) -> None:
+    """A second tag built on top of the bad image: its three lower layers come from the cache, the
+    new top layer is read, and the findings of both the cached and the new layers are reported."""
+    bundle = tmp_path / "bundle"
+    umoci("unpack", "--image", f"{bad.path}:{bad.tag}", str(bundle))
+    put(bundle / "rootfs", "/srv/deploy.sh", "#!/bin/sh\nexport GITHUB_TOKEN=ghp_" + "".join(
+        secrets.choice(string.ascii_letters + string.digits) for _ in range(36)) + "\n", 0o755)
+    umoci("repack", "--image", f"{bad.path}:child", str(bundle))
+    scan(workdir, bad.ref)  # the three layers are in the cache now (or were already)
+    doc, _ = scan(workdir, f"oci:{bad.path}:child")
+    assert doc["inventory"][0]["cached_layers"] == 3 and doc["inventory"][0]["layers"] == 4
+    paths = {f["location"].get("path") for f in doc["findings"]}
+    assert {"/srv/deploy.sh", "/app/.env", "/root/.configs/config.json"} <= paths
 
 
 def test_same_findings_from_every_source(bad: Layout, workdir: Path, tmp_path: Path, registry_server: Service) -> None:
@@ -201,3 +218,21 @@ def test_sbom_command(bad: Layout, tmp_path: Path, fmt: str) -> None:
     text = out.read_text()
     assert "pkg:deb/debian/libwidget2@1:2.4-3" in text.replace("%3A", ":")
     assert "pkg:pypi/requests@2.19.0" in text
+
+
+def test_damaged_layer_cache_is_a_miss(bad: Layout, tmp_path: Path, workdir: Path) -> None:
+    data = tmp_path / "data"
+    (tmp_path / "cloudward.toml").write_text(f'data_dir = "{data}"\n')
+    shutil.copy(workdir / "data" / "advisories.db", tmp_path / "advisories.db")
+    args = ["image", "scan", bad.ref, "--no-store", "-f", "json", "--config", str(tmp_path / "cloudward.toml"),
+            "--advisories", str(tmp_path / "advisories.db")]
+    first = json.loads(CliRunner().invoke(app, args).stdout)
+    files = sorted((data / "cache" / "layers").iterdir())
+    assert len(files) == 3
+    files[0].write_bytes(b"not gzip")
+    files[1].write_bytes(b"")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout)
+    assert second["inventory"][0]["cached_layers"] == 1
+    assert sorted(f["fingerprint"] for f in first["findings"]) == sorted(f["fingerprint"] for f in second["findings"])

@@ -167,10 +167,15 @@ def scan(
         err_console().print(
             f"image scan: {item['image']}: {item['os'] or 'unknown OS'}, {item['layers']} layers, "
             f"{item['packages']:,} packages, {item['vulnerabilities']:,} vulnerabilities"
-            f"{' (cached layers)' if item['cached'] else ''}", highlight=False, soft_wrap=True)
+            f"{cached_note(item)}", highlight=False, soft_wrap=True)
     err_console().print(f"image scan: {len(result.findings):,} findings, {len(result.errors):,} errors",
                         highlight=False)
     finish(result, format, output, fail_on, config, no_store)
+
+
+def cached_note(item: dict[str, object]) -> str:
+    cached = item.get("cached_layers") or 0
+    return f" ({cached} of {item['layers']} layers from the cache)" if cached else ""
 
 
 SBOM_FORMATS = ("cyclonedx", "spdx-json")

@@ -10,18 +10,21 @@ are judged by the image rules (`container/rules/*.yaml`, engine `image`).
 Content scanners come from other capabilities (the secret scanner, the shared YARA rules); the
 caller hands them in, so Container Security does not import its peers.
 
-What the layers yield (packages, content findings, errors) is cached per image id (the config
-digest, which names every layer's content) and analyzer version, so a re-scan of an unchanged image
-reads only its manifest and config. Vulnerabilities are matched afresh each time: the advisory
+What reading a layer yields (its changes to the tree, the catalogers' files it brought, the content
+findings in it) is cached per layer digest, analyzer version and content-scanner versions, so a
+base layer shared by many images is read once, and a re-scan of an unchanged image replays its
+layers without decompressing anything. Vulnerabilities are matched afresh each time: the advisory
 database changes between scans, the image does not.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
 import json
+import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from cloudward.container.image import Image, ImageError
-from cloudward.container.squash import FileEntry, ImageFS, Limits, squash
+from cloudward.container.squash import FileEntry, ImageFS, LayerRecord, Limits, squash
 from cloudward.core.finding import Finding, Target, fingerprint
 from cloudward.core.rules import Rule
 from cloudward.core.scan import ScanResult, ScanStatus
 from cloudward.engines import subject_rules
-from cloudward.engines.catalog import CatalogResult, Distro, Package, catalog, wanted
+from cloudward.engines.catalog import CatalogResult, Package, catalog, wanted
 
 __all__ = ["ANALYZER_VERSION", "SCANNERS", "ContentScanner", "ImageScanOptions", "image_target", "scan_image",
            "scan_images"]
@@ -88,7 +91,7 @@ def image_target(reference: str) -> Target:
 
 @dataclass
 class _LayerYield:
-    """What streaming the layers produced; everything here is cacheable by image id."""
+    """What streaming (or replaying) the layers produced."""
 
     catalog: CatalogResult
     content: list[Finding]
@@ -96,7 +99,7 @@ class _LayerYield:
     skipped: list[tuple[str, str]]
     files: list[dict[str, Any]]  # the final tree's entries the image rules look at
     layers: int
-    cached: bool = False
+    replayed: int = 0
 
 
 # -- the layer pass ------------------------------------------------------------------------------
@@ -112,19 +115,67 @@ def _file_facts(fs: ImageFS) -> list[dict[str, Any]]:
         if entry is None or entry.kind != "file":
             continue
         base = posixpath.basename(path)
-        interesting = (path in _INTERESTING or base in ("authorized_keys", "authorized_keys2")
-                       or (entry.mode & 0o4000 and entry.uid == 0))
-        if not interesting:
+        suid_root = bool(entry.mode & 0o4000) and entry.uid == 0
+        if not (path in _INTERESTING or base in ("authorized_keys", "authorized_keys2") or suid_root):
             continue
         out.append({"path": path, "name": base, "mode": entry.mode, "uid": entry.uid, "size": entry.size,
-                    "suid_root": bool(entry.mode & 0o4000 and entry.uid == 0),
-                    "world_writable": bool(entry.mode & 0o002), "layer": entry.layer_index})
+                    "suid_root": suid_root, "world_writable": bool(entry.mode & 0o002), "layer": entry.layer_index})
     return out
 
 
+class _LayerStore:
+    """Layer records and the content findings of each layer, by blob digest, analyzer version and
+    content-scanner versions, as gzipped JSON files under `<cache>/layers/`. A damaged or foreign
+    file is a miss, never an error; an unwritable cache only costs the next scan its speed."""
+
+    def __init__(self, root: Path, versions: str, target: Target, found: dict[int, list[Finding]]) -> None:
+        self.root, self.versions, self.target, self.found = root / "layers", versions, target, found
+
+    def _path(self, digest: str) -> Path:
+        return self.root / (hashlib.sha256(f"{digest}\x1f{self.versions}".encode()).hexdigest() + ".json.gz")
+
+    def get(self, index: int, digest: str) -> LayerRecord | None:
+        path = self._path(digest)
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                doc = json.load(handle)
+            if doc.get("digest") != digest or doc.get("versions") != self.versions:
+                return None
+            record = LayerRecord(ops=[tuple(op) for op in doc["ops"]],
+                                 content={k: base64.b64decode(v) for k, v in doc["content"].items()},
+                                 errors=list(doc["errors"]), skipped=[(a, b) for a, b in doc["skipped"]])
+            findings = []
+            for data in doc["findings"]:
+                data["location"]["layer"] = index
+                findings.append(Finding(**data, target=self.target))
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            return None
+        self.found[index] = findings
+        return record
+
+    def put(self, index: int, digest: str, record: LayerRecord) -> None:
+        doc = {"digest": digest, "versions": self.versions, "ops": record.ops,
+               "content": {k: base64.b64encode(v).decode() for k, v in record.content.items()},
+               "errors": record.errors, "skipped": record.skipped,
+               # stored without their target: the same layer belongs to many images
+               "findings": [f.model_dump(mode="json", exclude={"target", "fingerprint"})
+                            for f in self.found.get(index, [])]}
+        path = self._path(digest)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as handle:
+                json.dump(doc, handle)
+            tmp.replace(path)
+
+
+def _versions(options: ImageScanOptions) -> str:
+    active = sorted(f"{c.name}={c.version}" for c in options.content if c.name in options.scanners)
+    return "|".join([ANALYZER_VERSION, *active])
+
+
 def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _LayerYield:
-    content: list[Finding] = []
-    seen: set[str] = set()
+    found: dict[int, list[Finding]] = {}  # content findings by layer index
     errors: list[str] = []
     active = [c for c in options.content if c.name in options.scanners]
 
@@ -136,102 +187,29 @@ def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _
         def judge(data: bytes) -> None:
             for scanner in takers:
                 try:
-                    found = scanner.scan(data, entry, target)
+                    found.setdefault(entry.layer_index, []).extend(scanner.scan(data, entry, target))
                 except Exception as exc:  # one scanner's failure must not cost the layer
                     errors.append(f"{scanner.name}: {entry.path} (layer {entry.layer_index}): "
                                   f"{type(exc).__name__}: {exc}")
-                    continue
-                for finding in found:
-                    if finding.fingerprint not in seen:
-                        seen.add(finding.fingerprint)
-                        content.append(finding)
 
         return judge
 
-    fs = squash(image, wanted, limits=options.limits, inspect=inspect if active else None)
+    cache = _LayerStore(options.cache_dir, _versions(options), target, found) if options.cache_dir else None
+    fs = squash(image, wanted, limits=options.limits, inspect=inspect if active else None, cache=cache)
     result = catalog(fs)
-    for finding in content:  # say whether the file is still there at the end
-        path, layer = finding.location.get("path"), finding.location.get("layer")
-        final = fs.entry(path) if isinstance(path, str) else None
-        finding.location["in_final_filesystem"] = final is not None and final.layer_index == layer
-    return _LayerYield(catalog=result, content=content, errors=[*fs.errors, *errors], skipped=list(fs.skipped),
-                       files=_file_facts(fs), layers=len(image.layers))
-
-
-# -- the per-image cache -------------------------------------------------------------------------
-
-def _cache_path(options: ImageScanOptions, image: Image) -> Path | None:
-    if options.cache_dir is None:
-        return None
-    parts = [image.id, ANALYZER_VERSION, *sorted(f"{c.name}={c.version}" for c in options.content
-                                                   if c.name in options.scanners)]
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-    return options.cache_dir / "images" / f"{digest}.json.gz"
-
-
-def _package_to_dict(pkg: Package) -> dict[str, Any]:
-    return {"name": pkg.name, "version": pkg.version, "type": pkg.type, "purl": pkg.purl, "ecosystem": pkg.ecosystem,
-            "source_name": pkg.source_name, "source_version": pkg.source_version,
-            "locations": list(pkg.locations), "licenses": list(pkg.licenses)}
-
-
-def _package_from_dict(data: dict[str, Any]) -> Package:
-    return Package(name=data["name"], version=data["version"], type=data["type"], purl=data["purl"],
-                   ecosystem=data.get("ecosystem"), source_name=data.get("source_name"),
-                   source_version=data.get("source_version"), locations=tuple(data.get("locations", ())),
-                   licenses=tuple(data.get("licenses", ())))
-
-
-def _save(path: Path, found: _LayerYield, target: Target) -> None:
-    distro = found.catalog.distro
-    doc = {
-        "analyzer": ANALYZER_VERSION,
-        "distro": None if distro is None else {"id": distro.id, "version_id": distro.version_id,
-                                               "pretty_name": distro.pretty_name, "codename": distro.codename},
-        "packages": [_package_to_dict(p) for p in found.catalog.packages],
-        "catalog_errors": found.catalog.errors,
-        # content findings are stored without their target: the same image may be scanned by another name
-        "content": [f.model_dump(mode="json", exclude={"target", "fingerprint"}) for f in found.content],
-        "errors": found.errors, "skipped": found.skipped, "files": found.files, "layers": found.layers,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as handle:
-        json.dump(doc, handle)
-    tmp.replace(path)
-
-
-def _load(path: Path, target: Target) -> _LayerYield | None:
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            doc = json.load(handle)
-        if doc.get("analyzer") != ANALYZER_VERSION:
-            return None
-        distro = Distro(**doc["distro"]) if doc.get("distro") else None
-        result = CatalogResult(distro=distro, packages=[_package_from_dict(p) for p in doc["packages"]],
-                               errors=list(doc.get("catalog_errors", [])))
-        content = []
-        for data in doc["content"]:
-            finding = Finding(**data, target=target)
+    content: list[Finding] = []
+    seen: set[str] = set()
+    for index in sorted(found):
+        for finding in found[index]:
+            if finding.fingerprint in seen:
+                continue
+            seen.add(finding.fingerprint)
+            path = finding.location.get("path")
+            final = fs.entry(path) if isinstance(path, str) else None
+            finding.location["in_final_filesystem"] = final is not None and final.layer_index == index
             content.append(finding)
-        return _LayerYield(catalog=result, content=content, errors=list(doc["errors"]),
-                           skipped=[tuple(s) for s in doc["skipped"]], files=list(doc["files"]),
-                           layers=int(doc["layers"]), cached=True)
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
-        return None  # a damaged cache entry is a cache miss, never an error
-
-
-def _layers(image: Image, target: Target, options: ImageScanOptions) -> _LayerYield:
-    path = _cache_path(options, image)
-    if path is not None and path.is_file():
-        hit = _load(path, target)
-        if hit is not None:
-            return hit
-    found = _stream_layers(image, target, options)
-    if path is not None:
-        with contextlib.suppress(OSError):  # an unwritable cache only costs the next scan its speed
-            _save(path, found, target)
-    return found
+    return _LayerYield(catalog=result, content=content, errors=[*fs.errors, *errors], skipped=list(fs.skipped),
+                       files=_file_facts(fs), layers=len(image.layers), replayed=len(fs.replayed))
 
 
 # -- config, history and file rules --------------------------------------------------------------
@@ -329,7 +307,7 @@ def _scan_one(reference: str, options: ImageScanOptions, result: ScanResult,
     image = open_image(reference, insecure=options.insecure, platform=options.platform,
                        username=options.username, password=options.password, engine_url=options.engine_url)
     target = image_target(reference)
-    found = _layers(image, target, options)
+    found = _stream_layers(image, target, options)
     for message in found.errors:
         result.add_error(reference, message, stage="layers")
     for path, why in found.skipped:
@@ -347,7 +325,7 @@ def _scan_one(reference: str, options: ImageScanOptions, result: ScanResult,
         "image": reference,
         "os": None if distro is None else (distro.pretty_name or f"{distro.id} {distro.version_id or ''}".strip()),
         "layers": found.layers, "packages": len(found.catalog.packages), "vulnerabilities": vulns,
-        "cached": found.cached, "seconds": round(time.perf_counter() - started, 3),
+        "cached_layers": found.replayed, "seconds": round(time.perf_counter() - started, 3),
         "id": image.id, "digest": image.manifest_digest, "platform": image.platform, "tags": list(image.repo_tags),
     }
 
@@ -366,7 +344,7 @@ def scan_images(references: Sequence[str], options: ImageScanOptions) -> ScanRes
         return result.finish(ScanStatus.CANCELLED)
     result.stats = {"images": len(result.inventory),
                     "packages": sum(i["packages"] for i in result.inventory),
-                    "cached": sum(1 for i in result.inventory if i["cached"])}
+                    "cached_layers": sum(i["cached_layers"] for i in result.inventory)}
     if references and not result.inventory:
         return result.finish(ScanStatus.FAILED)
     return result.finish()

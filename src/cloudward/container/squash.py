@@ -15,6 +15,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from cloudward.container.image import Image, ImageError
 
@@ -55,6 +56,7 @@ class ImageFS:
     image: Image
     errors: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    replayed: list[int] = field(default_factory=list)  # indices of layers replayed from a cache
     _entries: dict[str, FileEntry] = field(default_factory=dict, repr=False)
     _children: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _content: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -187,26 +189,94 @@ class _Budget:
 Inspector = Callable[[FileEntry], Callable[[bytes], None] | None]
 
 
+Op = tuple[Any, ...]  # ("put", path, kind, mode, uid, gid, size, linkname) | ("wh", path) | ("opq", directory)
+
+
+@dataclass
+class LayerRecord:
+    """What one layer did to the tree (its puts and whiteouts, in order), the wanted files it
+    brought, and what went wrong reading it: enough to replay the layer without its tar."""
+
+    ops: list[Op] = field(default_factory=list)
+    content: dict[str, bytes] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # without the "layer N (digest): " label
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class LayerCache(Protocol):
+    """Where squash keeps layer records by blob digest (a base layer shared by many images is read once)."""
+
+    def get(self, index: int, digest: str) -> LayerRecord | None: ...
+
+    def put(self, index: int, digest: str, record: LayerRecord) -> None: ...
+
+
 def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: Limits | None = None,
-           inspect: Inspector | None = None) -> ImageFS:
+           inspect: Inspector | None = None, cache: LayerCache | None = None) -> ImageFS:
     """Apply every layer in order; capture content of wanted files in the same pass.
 
     ``inspect`` sees every regular file of every layer as it streams past, deleted later or not (a
     secret removed in a later layer is still in the image): it returns a callback for the bytes
     of the files it wants to read, or None. Inspected bytes are handed over, never kept.
+
+    With a ``cache``, a layer whose record is there is replayed instead of read (``inspect`` is not
+    called for it: the cache's owner keeps what inspecting it found), and a layer read completely
+    is recorded. A layer cut short by a limit or a read error is never recorded, so a transient
+    failure does not become permanent.
     """
     limits = limits or Limits()
     fs = ImageFS(image=image)
     budget = _Budget(limits)
     for index, layer in enumerate(image.layers):
-        if not _apply_layer(fs, index, layer.digest, layer.open_tar, want, budget, inspect):
+        record = cache.get(index, layer.digest) if cache is not None else None
+        if record is not None:
+            if not _replay(fs, index, layer.digest, record, budget):
+                break
+            fs.replayed.append(index)
+            continue
+        recorder = LayerRecord() if cache is not None else None
+        errors_before, skipped_before = len(fs.errors), len(fs.skipped)
+        outcome = _apply_layer(fs, index, layer.digest, layer.open_tar, want, budget, inspect, recorder)
+        if cache is not None and recorder is not None and outcome == "complete":
+            label = f"layer {index} ({layer.digest}): "
+            recorder.errors = [e.removeprefix(label) for e in fs.errors[errors_before:]]
+            recorder.skipped = list(fs.skipped[skipped_before:])
+            cache.put(index, layer.digest, recorder)
+        if outcome == "stop":
             break
     return fs
 
 
+def _replay(fs: ImageFS, index: int, digest: str, record: LayerRecord, budget: _Budget) -> bool:
+    """Apply a recorded layer; False when the entry limit stops the whole squash (as when reading)."""
+    label = f"layer {index} ({digest})"
+    fs.errors.extend(f"{label}: {e}" for e in record.errors)
+    fs.skipped.extend(record.skipped)
+    for op in record.ops:
+        if op[0] == "opq":
+            for child in list(fs._children.get(op[1], ())):
+                fs._remove(child, below_layer=index)
+        elif op[0] == "wh":
+            fs._remove(op[1], below_layer=index)
+        else:
+            budget.entries += 1
+            if budget.entries > budget.limits.max_entries:
+                fs.errors.append(f"{label}: entry limit {budget.limits.max_entries} reached; stopped reading")
+                return False
+            _, path, kind, mode, uid, gid, size, linkname = op
+            fs._put(FileEntry(path, kind, mode, uid, gid, size, linkname, index, digest))
+            data = record.content.get(path)
+            if data is not None and budget.captured + len(data) <= budget.limits.max_captured_bytes:
+                budget.captured += len(data)
+                fs._content[path] = data
+    return True
+
+
 def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], object],
-                 want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None) -> bool:
-    """Stream one layer; False when the whole squash must stop (entry limit)."""
+                 want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None,
+                 recorder: LayerRecord | None = None) -> str:
+    """Stream one layer: "complete", "partial" (a limit or read error cut it short) or "stop" (the
+    entry limit: the whole squash must stop)."""
     label = f"layer {index} ({digest})"
     layer_bytes = 0
     try:
@@ -216,22 +286,25 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
                 budget.entries += 1
                 if budget.entries > budget.limits.max_entries:
                     fs.errors.append(f"{label}: entry limit {budget.limits.max_entries} reached; stopped reading")
-                    return False
+                    return "stop"
                 layer_bytes += 512 + info.size
                 if layer_bytes > budget.limits.max_layer_bytes:
                     fs.errors.append(f"{label}: uncompressed size exceeds {budget.limits.max_layer_bytes} bytes at "
                                      f"{info.name!r}; rest of the layer skipped")
-                    return True
-                _apply_member(fs, index, digest, label, tar, info, want, budget, inspect)
+                    return "partial"
+                _apply_member(fs, index, digest, label, tar, info, want, budget, inspect, recorder)
     except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as exc:
         fs.errors.append(f"{label}: broken or truncated layer ({type(exc).__name__}: {exc})")
+        return "partial"
     except ImageError as exc:
         fs.errors.append(f"{label}: {exc}")
-    return True
+        return "partial"
+    return "complete"
 
 
 def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile.TarFile, info: tarfile.TarInfo,
-                  want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None) -> None:
+                  want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None,
+                  recorder: LayerRecord | None = None) -> None:
     path, hostile = _normalise(info.name)
     if hostile:
         fs.errors.append(f"{label}: member {info.name!r} escapes the image root; treated as {path}")
@@ -241,9 +314,13 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
     if base == OPAQUE:
         for child in list(fs._children.get(parent, ())):
             fs._remove(child, below_layer=index)
+        if recorder is not None:
+            recorder.ops.append(("opq", parent))
         return
     if base.startswith(WHITEOUT):
         fs._remove(posixpath.join(parent, base[len(WHITEOUT):]), below_layer=index)
+        if recorder is not None:
+            recorder.ops.append(("wh", posixpath.join(parent, base[len(WHITEOUT):])))
         return
     kind = _kind(info)
     linkname = None
@@ -256,6 +333,8 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
     size = info.size if kind == "file" else 0
     entry = FileEntry(path, kind, info.mode, info.uid, info.gid, size, linkname, index, digest)
     fs._put(entry)
+    if recorder is not None:
+        recorder.ops.append(("put", path, kind, info.mode, info.uid, info.gid, size, linkname))
     if kind != "file":
         return
     seen = inspect(entry) if inspect is not None else None
@@ -282,3 +361,5 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
     if keep:
         budget.captured += len(data)
         fs._content[path] = data
+        if recorder is not None:
+            recorder.content[path] = data
