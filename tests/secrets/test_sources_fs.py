@@ -10,9 +10,9 @@ import tracemalloc
 
 import pytest
 
+from cloudward.engines.blobs import GiB, MiB
 from cloudward.secrets.sources import Blob, ErrorCode, FsOptions, SourceError, SourceStats, walk
 from cloudward.secrets.sources import fs as fs_source
-from cloudward.secrets.sources.base import GiB, MiB
 
 
 def write(path, data: bytes | str = "x = 1\n"):

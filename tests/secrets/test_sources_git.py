@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cloudward.engines.blobs import MiB
 from cloudward.secrets.sources import Blob, ErrorCode, GitOptions, SourceStats, history, plan_history
-from cloudward.secrets.sources.base import MiB
 
 
 def fake_access_key() -> str:

@@ -6,8 +6,8 @@ import gzip
 import io
 import tracemalloc
 
+from cloudward.engines.blobs import MiB
 from cloudward.secrets.sources import Blob, ErrorCode, SourceError, SourceStats, read_stream
-from cloudward.secrets.sources.base import MiB
 
 
 class Endless(io.RawIOBase):

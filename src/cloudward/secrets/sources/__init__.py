@@ -16,8 +16,8 @@ Consume each blob before asking for the next one: one-shot blobs (pipes, tar mem
 only readable until the iterator advances.
 """
 
-from cloudward.secrets.sources.archives import ArchiveLimits, archive_kind, iter_archive
-from cloudward.secrets.sources.base import (
+from cloudward.engines.archives import ArchiveLimits, archive_kind, iter_archive
+from cloudward.engines.blobs import (
     DEFAULT_MAX_SIZE,
     Blob,
     ErrorCode,

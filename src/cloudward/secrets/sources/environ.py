@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cloudward.secrets.sources.base import (
+from cloudward.engines.blobs import (
     Blob,
     ErrorCode,
     MiB,

@@ -27,8 +27,8 @@ from typing import IO, Any
 
 import pathspec
 
-from cloudward.secrets.sources.archives import ArchiveLimits, triage
-from cloudward.secrets.sources.base import (
+from cloudward.engines.archives import ArchiveLimits, triage
+from cloudward.engines.blobs import (
     DEFAULT_MAX_SIZE,
     INLINE_MAX,
     SNIFF_SIZE,

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-from cloudward.secrets.sources.archives import ArchiveLimits, triage
-from cloudward.secrets.sources.base import (
+from cloudward.engines.archives import ArchiveLimits, triage
+from cloudward.engines.blobs import (
     CHUNK,
     DEFAULT_MAX_SIZE,
     INLINE_MAX,

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from cloudward.secrets.sources.archives import ArchiveLimits, triage
-from cloudward.secrets.sources.base import (
+from cloudward.engines.archives import ArchiveLimits, triage
+from cloudward.engines.blobs import (
     SNIFF_SIZE,
     Blob,
     CountingReader,

@@ -1,4 +1,5 @@
-"""The items every secret source yields, and the small helpers the sources share.
+"""The items every content source yields (secret-scan sources, archives, object storage), and the
+small helpers they share.
 
 A source turns one input (a directory, a git history, an archive, stdin, process environments) into
 a stream of `Blob`s — byte content plus where it came from — interleaved with `SourceError`s for the

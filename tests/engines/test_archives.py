@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudward.engines.blobs import MiB
 from cloudward.secrets.sources import (
     ArchiveLimits,
     Blob,
@@ -28,7 +29,6 @@ from cloudward.secrets.sources import (
     iter_archive,
     walk,
 )
-from cloudward.secrets.sources.base import MiB
 
 SECRET_LINE = b"db_password = correct-horse-battery-staple\n"
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudward.core.scan import ScanResult
+from cloudward.engines.blobs import PrefixedReader, buffered, display
 from cloudward.secrets.sources import Blob, ErrorCode, SourceError, SourceStats, sniff_encoding
-from cloudward.secrets.sources.base import PrefixedReader, buffered, display
 
 
 @pytest.mark.parametrize(

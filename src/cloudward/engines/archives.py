@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cloudward.secrets.sources.base import (
+from cloudward.engines.blobs import (
     CHUNK,
     DEFAULT_MAX_SIZE,
     INLINE_MAX,
