@@ -44,15 +44,25 @@ OnlyOption = typer.Option(None, "--only", metavar="COLLECTOR",
 IocsOption = typer.Option(None, "--iocs", metavar="FILE", help="Add the indicators in this YAML file (repeatable).")
 
 
-def host_options(root: Path, config: Path | None) -> dict[str, Any]:
-    """Collector options taken from the store: the SSH keys ROOT's FIM baseline recorded, so a key
-    added since is reported as new (the TeamTNT backdoor key)."""
+AdvisoriesOption = typer.Option(None, "--advisories", metavar="PATH",
+                                help="Advisory database to judge the installed packages with (default: "
+                                     "<data dir>/advisories.db, built by `cloudward db update`).")
+
+
+def host_options(root: Path, config: Path | None, advisories: Path | None = None) -> dict[str, Any]:
+    """Audit options taken from the store and the configuration: the SSH keys ROOT's FIM baseline
+    recorded, so a key added since is reported as new (the TeamTNT backdoor key); and the advisory
+    database the installed packages are judged with (`--advisories`, else <data dir>/advisories.db;
+    a missing one is reported by the audit, not here)."""
     keys = authorized_keys_baseline(root, config)
-    return {} if keys is None else {"authorized_keys_baseline": sorted(keys)}
+    options: dict[str, Any] = {} if keys is None else {"authorized_keys_baseline": sorted(keys)}
+    options["advisories"] = str(advisories if advisories is not None
+                                else settings(config).resolved_data_dir() / "advisories.db")
+    return options
 
 
 def audit_root(root: Path, rules_dir: list[Path] | None, iocs: list[Path] | None, only: list[str] | None,
-               processes: bool, config: Path | None = None) -> ScanResult:
+               processes: bool, config: Path | None = None, advisories: Path | None = None) -> ScanResult:
     """`host audit`'s work, without the reporting."""
     from cloudward.core.errors import UsageError
     from cloudward.engines.iocs import load_iocs
@@ -69,7 +79,7 @@ def audit_root(root: Path, rules_dir: list[Path] | None, iocs: list[Path] | None
     ruleset = load_all_rules(rules_dir)
     try:
         return run_audit(host, ruleset.engine("host"), iocs=indicators, only=list(only or ()), processes=processes,
-                         options=host_options(root, config))
+                         options=host_options(root, config, advisories))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -81,6 +91,7 @@ def audit(
     processes: bool = typer.Option(True, "--processes/--no-processes",
                                    help="On /, also inspect the live processes and sockets."),
     iocs: list[Path] = IocsOption,
+    advisories: Path | None = AdvisoriesOption,
     rules_dir: list[Path] = RulesOption,
     format: str | None = FormatOption,  # shadows the builtin: the option is called --format
     output: Path | None = OutputOption,
@@ -88,10 +99,11 @@ def audit(
     no_store: bool = NoStoreOption,
     config: Path | None = ConfigOption,
 ) -> None:
-    """Hardening audit and compromise hunt of ROOT (default: this machine)."""
+    """Hardening audit and compromise hunt of ROOT (default: this machine), and its installed packages
+    that have security fixes available (needs `cloudward db update`)."""
     resolve_format(format, output)
     parse_severity(fail_on, "--fail-on")
-    result = audit_root(root, rules_dir, iocs, only, processes, config)
+    result = audit_root(root, rules_dir, iocs, only, processes, config, advisories)
     err_console().print(
         f"host audit: {result.stats.get('observations', 0):,} observations, {len(result.findings):,} "
         f"finding{'s' if len(result.findings) != 1 else ''}, {len(result.errors):,} "
@@ -105,11 +117,17 @@ def collectors() -> None:
     import sys
 
     from cloudward.workload.collectors import all_collectors
+    from cloudward.workload.vulns import STEP
 
+    # `packages` is a step after the collectors (advisories, not rules, judge it) that --only accepts too
+    lines = {STEP: "Installed packages that have security fixes available (advisory database of "
+                   "`cloudward db update`)."}
     for spec in all_collectors():
         doc = sys.modules[spec.collect.__module__].__doc__ or ""
         summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        typer.echo(f"{spec.name:<16} {'(live only) ' if spec.live_only else ''}{summary}")
+        lines[spec.name] = f"{'(live only) ' if spec.live_only else ''}{summary}"
+    for name, summary in sorted(lines.items()):
+        typer.echo(f"{name:<16} {summary}")
 
 
 # --- file integrity monitoring -----------------------------------------------------------------

@@ -3,6 +3,12 @@
 Every collector runs in isolation: an exception in one (a parser meeting binary garbage, a file
 vanishing mid-read) becomes an error naming the collector and the audit goes on, keeping every
 finding already made. Ctrl-C marks the scan cancelled with what was found so far.
+
+After the collectors, one step that is not a collector: `options["advisories"]` (the advisory
+database's path, which `host audit` always passes) turns on the check of the installed packages for
+published security fixes (`workload/vulns.py`; its stats are `stats["packages"]`). It is named
+`packages` for `only`, and callers that pass no database path (library use, tests of collectors)
+do not run it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from cloudward.workload.collectors import CollectorSpec, all_collectors
 from cloudward.workload.evaluate import compile_rules, evaluate
 from cloudward.workload.observation import HostContext, HostObservation
 from cloudward.workload.root import HostRoot
+from cloudward.workload.vulns import STEP as PACKAGES_STEP
+from cloudward.workload.vulns import check_packages
 
 __all__ = ["host_target", "run_audit"]
 
@@ -46,11 +54,14 @@ def run_audit(
     target = host_target(root)
     compiled = compile_rules(rules)
     specs = list(collectors) if collectors is not None else all_collectors()
+    advisories = (options or {}).get("advisories")
     if only:
-        unknown = set(only) - {s.name for s in specs}
+        unknown = set(only) - {s.name for s in specs} - {PACKAGES_STEP}
         if unknown:
             raise ValueError(f"unknown collectors: {', '.join(sorted(unknown))}")
         specs = [s for s in specs if s.name in only]
+        if PACKAGES_STEP not in only:
+            advisories = None
 
     def error(item: str, message: str, stage: str = "") -> None:
         result.add_error(item, message, stage)
@@ -82,6 +93,15 @@ def run_audit(
             seen += count
             per_collector[spec.name] = {"observations": count,
                                         "seconds": round(time.perf_counter() - started, 3)}
+        if advisories is not None:
+            try:
+                found, package_stats = check_packages(root, advisories, target, error)
+            except Exception as exc:  # like a collector: reported, and the audit keeps its findings
+                result.add_error(f"step {PACKAGES_STEP}", f"{type(exc).__name__}: {exc}", PACKAGES_STEP)
+                partial = True
+            else:
+                result.findings.extend(found)
+                result.stats[PACKAGES_STEP] = package_stats
     except KeyboardInterrupt:
         result.stats.update(observations=seen, collectors=per_collector, partial=True)
         return result.finish(ScanStatus.CANCELLED)
