@@ -118,10 +118,10 @@ def test_bad_image_findings(bad: Layout, workdir: Path) -> None:
     assert any(pkg == "requests" for pkg, _ in vulns)
     secret = [f for f in doc["findings"] if f["category"] == "secret" and f["location"].get("path") == "/app/.env"]
     assert secret and all(f["target"] == {"kind": "image", "name": bad.ref} for f in secret)
-    [miner] = found["image.malware.miner"]
+    [miner] = found["content.malware.miner"]
     assert miner["location"]["path"] == "/root/.configs/config.json"
     assert miner["location"]["in_final_filesystem"] is False  # deleted in layer 3, still in the image
-    assert [f["location"]["path"] for f in found["image.malware.dropper"]] == ["/tmp/.x/init.sh"]
+    assert [f["location"]["path"] for f in found["content.malware.dropper"]] == ["/tmp/.x/init.sh"]
     for rule in ("image.config.runs_as_root", "image.config.exposes_docker_api", "image.config.runtime_socket_volume",
                  "image.config.secret_in_env", "image.files.authorized_keys", "image.history.download_and_execute"):
         assert rule in found, rule
@@ -189,7 +189,7 @@ def test_without_advisory_database_the_rest_still_runs(bad: Layout, tmp_path: Pa
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert any("cloudward db update" in e["message"] and e["stage"] == "vuln" for e in doc["scan"]["errors"])
-    assert "image.malware.miner" in by_rule(doc)
+    assert "content.malware.miner" in by_rule(doc)
 
 
 def test_unreadable_image_is_exit_3_naming_it(tmp_path: Path, workdir: Path) -> None:
@@ -206,7 +206,7 @@ def test_one_bad_image_does_not_cost_the_others(bad: Layout, tmp_path: Path, wor
                                       "-f", "json", "--config", str(workdir / "cloudward.toml")])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert len(doc["inventory"]) == 1 and "image.malware.miner" in by_rule(doc)
+    assert len(doc["inventory"]) == 1 and "content.malware.miner" in by_rule(doc)
     assert "missing.tar" in doc["scan"]["errors"][0]["message"]
 
 

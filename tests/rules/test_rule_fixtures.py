@@ -5,7 +5,9 @@ What a fixture holds depends on the rule's engine (FIRES below):
 - exposure: `*.json` observations, {"service": ..., "facts": {...}}.
 - secrets: `*.txt` text scanned with just that rule (and any rule it `requires`).
 - host: `*.json` host observations, {"subject": ..., "facts": {...}}.
-- image: `*.json` image observations, {"subject": ..., "facts": {...}} (config, history step, file, YARA match).
+- image: `*.json` image observations, {"subject": ..., "facts": {...}} (config, history step, file).
+- content: `*.json` content observations, {"subject": ..., "facts": {...}}
+  (YARA match, hash IOC, ClamAV, archive limit).
 """
 
 import json
@@ -52,18 +54,22 @@ def _host_fires(rule, path: Path) -> bool:
     return rule.id in [f.rule_id for f in findings]
 
 
-def _image_fires(rule, path: Path) -> bool:
-    from cloudward.core.finding import Target
-    from cloudward.engines import subject_rules
+def _subject_fires(engine: str):
+    def fires(rule, path: Path) -> bool:
+        from cloudward.core.finding import Target
+        from cloudward.engines import subject_rules
 
-    data = json.loads(path.read_text())
-    findings = subject_rules.evaluate(data["subject"], data["facts"], subject_rules.compile_rules([rule], "image"),
-                                      Target(kind="image", name="fixture"), location={}, key="fixture")
-    return rule.id in [f.rule_id for f in findings]
+        data = json.loads(path.read_text())
+        findings = subject_rules.evaluate(data["subject"], data["facts"], subject_rules.compile_rules([rule], engine),
+                                          Target(kind="path", name="fixture"), location={}, key="fixture")
+        return rule.id in [f.rule_id for f in findings]
+
+    return fires
 
 
 # engine name -> does this rule fire on this fixture file?
-FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires, "image": _image_fires}
+FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires,
+         "image": _subject_fires("image"), "content": _subject_fires("content")}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

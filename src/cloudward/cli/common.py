@@ -81,9 +81,11 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     from cloudward.secrets.engine import validate_rule as validate_secret_rule
     from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
-    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container"],
+    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
+                       "cloudward.data"],
                       extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
-                                               "host": validate_host_rule, "image": validate_subject_rule})
+                                               "host": validate_host_rule, "image": validate_subject_rule,
+                                               "content": validate_subject_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

@@ -74,7 +74,6 @@ def content_scanners(rules: list[Rule], yara_dirs: list[Path], scanners: frozens
     """The secret scanner and the shared YARA rules as image content scanners (only those asked for)."""
     from cloudward import __version__
     from cloudward.container.content import malware_scanner, secret_scanner
-    from cloudward.engines import subject_rules
 
     out = []
     if "secret" in scanners:
@@ -90,18 +89,17 @@ def content_scanners(rules: list[Rule], yara_dirs: list[Path], scanners: frozens
 
         out.append(secret_scanner(scan, f"{__version__}:{ids}"))
     if "malware" in scanners:
-        from importlib import resources
-
         from cloudward.core.errors import UsageError
-        from cloudward.engines.yara import load_rules
+        from cloudward.engines.content import load_content_judge
 
-        yara = load_rules([resources.files("cloudward.data").joinpath("yara")], yara_dirs)
-        if yara.errors:
-            problems = "; ".join(str(e) for e in yara.errors[:5])
-            if not yara.files:
-                raise UsageError(f"--yara-rules: no usable rule file ({problems})")
-            err_console().print(f"yara: left out {len(yara.errors)} rule file(s): {problems}", highlight=False)
-        out.append(malware_scanner(yara, subject_rules.compile_rules(rules, "image")))
+        judge, problems = load_content_judge(rules, yara_dirs=yara_dirs)
+        if problems:
+            user_files = [f for f in (judge.yara.files if judge.yara else []) if not f.startswith("builtin:")]
+            if yara_dirs and not user_files:
+                raise UsageError(f"--yara-rules: no usable rule file ({'; '.join(problems[:5])})")
+            err_console().print(f"yara: left out {len(problems)} rule file(s): {'; '.join(problems[:5])}",
+                                highlight=False)
+        out.append(malware_scanner(judge))
     return out
 
 

@@ -4,22 +4,20 @@ Why a path policy: an image is mostly its distribution (documentation, headers, 
 libraries, the language runtime's standard library). Reading those costs most of the time and
 yields only the test keys and sample tokens their upstreams ship, never a secret of the image's
 owner. What the owner adds (/app, /srv, /opt, /etc, /root, /home, /usr/local/bin, ...) is read.
-Malware is looked for more widely, since a dropper hides exactly where nobody reads.
+Malware (YARA and hash indicators, judged by the shared content rules) is looked for more widely,
+since a dropper hides exactly where nobody reads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import posixpath
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cloudward.container.scan import ContentScanner, refingerprint
 from cloudward.container.squash import FileEntry
 from cloudward.core.finding import Finding, Target
-from cloudward.engines import subject_rules
-from cloudward.engines.yara import YaraRules, YaraScanError
+from cloudward.engines.content import ContentJudge
 
 __all__ = ["malware_candidate", "malware_scanner", "secret_candidate", "secret_scanner"]
 
@@ -87,29 +85,10 @@ def secret_scanner(scan_bytes: SecretScan, version: str) -> ContentScanner:
     return ContentScanner(name="secret", version=version, wants=secret_candidate, scan=scan)
 
 
-def malware_scanner(yara: YaraRules, rules: Mapping[str, Sequence[subject_rules.CompiledRule]] | None = None, *,
-                    version: str = "") -> ContentScanner:
-    """YARA over candidate files; each match is a `yara_match` subject judged by the image rules."""
-    compiled = {subject: list(group) for subject, group in (rules or {}).items()}
-    fingerprint = version or hashlib.sha256("\n".join(sorted(yara.rule_names)).encode()).hexdigest()[:16]
+def malware_scanner(judge: ContentJudge) -> ContentScanner:
+    """YARA and hash indicators over candidate files, judged by the shared content rules."""
 
     def scan(data: bytes, entry: FileEntry, target: Target) -> list[Finding]:
-        try:
-            matches = yara.scan_bytes(data)
-        except YaraScanError as exc:
-            raise ValueError(f"yara: {exc}") from None
-        if not matches:
-            return []
-        sha256 = hashlib.sha256(data).hexdigest()
-        names = sorted(m.rule for m in matches)
-        out: list[Finding] = []
-        for match in matches:
-            facts = {"yara_rule": match.rule, "namespace": match.namespace, "tags": list(match.tags),
-                     "path": entry.path, "name": posixpath.basename(entry.path), "sha256": sha256,
-                     "size": entry.size, "file_rules": names, "executable": bool(entry.mode & 0o111),
-                     "description": str(match.meta.get("description", ""))}
-            out.extend(subject_rules.evaluate("yara_match", facts, compiled, target, location=_where(entry),
-                                              key=entry.path))
-        return out
+        return judge.bytes_findings(data, entry.path, target, _where(entry), executable=bool(entry.mode & 0o111))
 
-    return ContentScanner(name="malware", version=fingerprint, wants=malware_candidate, scan=scan)
+    return ContentScanner(name="malware", version=judge.version, wants=malware_candidate, scan=scan)

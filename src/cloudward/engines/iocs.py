@@ -21,12 +21,14 @@ import yaml
 __all__ = ["KINDS", "Indicator", "Iocs", "load_iocs"]
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
 # kind -> what its value is
 KINDS = {
     "domain": "a DNS name (matches itself and its subdomains)",
     "ip": "an IPv4/IPv6 address or network",
     "sha256": "a file's SHA-256",
+    "md5": "a file's MD5 (older reports and ClamAV .hdb lists give only this)",
     "key_comment": "the comment field of an SSH public key planted by an actor",
     "process_name": "a process or binary name used by an actor or a miner",
     "pool_port": "a TCP port typical of mining pools",
@@ -160,6 +162,13 @@ def _parse(data: Any, source: str) -> Iterable[Indicator]:
                 raise ValueError(f"{source}: indicator {n}: not a SHA-256 hex digest: {value!r}")
             if digest == EMPTY_SHA256:
                 raise ValueError(f"{source}: indicator {n}: {value} is the SHA-256 of an empty file and would "
+                                 "match every empty file")
+        if kind == "md5":
+            digest = str(value).lower()
+            if not re.fullmatch(r"[0-9a-f]{32}", digest):
+                raise ValueError(f"{source}: indicator {n}: not an MD5 hex digest: {value!r}")
+            if digest == EMPTY_MD5:
+                raise ValueError(f"{source}: indicator {n}: {value} is the MD5 of an empty file and would "
                                  "match every empty file")
         if kind == "pool_port" and not (str(value).isdigit() and 0 < int(str(value)) < 65536):
             raise ValueError(f"{source}: indicator {n}: not a TCP port: {value!r}")
