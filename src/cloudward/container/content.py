@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cloudward.container.scan import ContentScanner, refingerprint
+from cloudward.container.scan import ContentScanner
 from cloudward.container.squash import FileEntry
 from cloudward.core.finding import Finding, Target
 from cloudward.engines.content import ContentJudge
@@ -80,7 +80,7 @@ def secret_scanner(scan_bytes: SecretScan, version: str) -> ContentScanner:
         if data[:4] == b"\x7fELF":
             return []
         found = scan_bytes(data, entry.path, _where(entry))
-        return [refingerprint(f, target, f"{entry.path}\x1f{f.key}") for f in found]
+        return [f.retargeted(target, f"{entry.path}\x1f{f.key}") for f in found]
 
     return ContentScanner(name="secret", version=version, wants=secret_candidate, scan=scan)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from cloudward.container.image import Image, ImageError
 from cloudward.container.squash import FileEntry, ImageFS, LayerRecord, Limits, squash
-from cloudward.core.finding import Finding, Target, fingerprint
+from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.core.scan import ScanResult, ScanStatus
 from cloudward.engines import subject_rules
@@ -352,10 +352,3 @@ def scan_images(references: Sequence[str], options: ImageScanOptions) -> ScanRes
 
 def scan_image(reference: str, options: ImageScanOptions) -> ScanResult:
     return scan_images([reference], options)
-
-
-def refingerprint(finding: Finding, target: Target, key: str) -> Finding:
-    """A copy of `finding` judged against `target` with identity `key` (content scanners' findings
-    come back named after the file; in an image scan they belong to the image)."""
-    return finding.model_copy(update={"target": target, "key": key,
-                                      "fingerprint": fingerprint(finding.rule_id, target, key)})

@@ -61,6 +61,12 @@ class Finding(BaseModel):
             self.fingerprint = fingerprint(self.rule_id, self.target, self.key)
         return self
 
+    def retargeted(self, target: Target, key: str) -> Finding:
+        """A copy judged against `target` with identity `key`: content scanners name findings after
+        the blob they read, while an image or a bucket object is the thing a user tracks."""
+        new_fingerprint = fingerprint(self.rule_id, target, key)
+        return self.model_copy(update={"target": target, "key": key, "fingerprint": new_fingerprint})
+
     def to_contract(self) -> dict[str, Any]:
         """The `cloudward/v1` JSON shape of this finding (stable: scripts parse it)."""
         data = self.model_dump(mode="json", exclude={"key"})
