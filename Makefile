@@ -16,5 +16,6 @@ bench:
 	.venv/bin/python benchmarks/secrets/run.py
 	.venv/bin/python benchmarks/secrets/git_history.py
 	.venv/bin/python benchmarks/secrets/credsweeper.py
+	.venv/bin/python benchmarks/container/run.py
 	benchmarks/workload/setup
 	.venv/bin/python benchmarks/workload/run.py
