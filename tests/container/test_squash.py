@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from cloudward.container import ImageFS, Limits, open_image, squash
+from cloudward.container.squash import Condenser
 from tests.harness.images import FAKE_SECRET, OS_RELEASE, Layout, gz, make_tar, write_docker_archive
 
 
 def _squash(tmp_path: Path, layers: list[bytes], *, diff_ids: list[bytes] | None = None,
-            limits: Limits | None = None) -> ImageFS:
+            limits: Limits | None = None, want: Callable[[str], bool] | None = None,
+            condense: Condenser | None = None) -> ImageFS:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     archive = write_docker_archive(tmp_path / "img.tar", layers, diff_ids=diff_ids)
-    return squash(open_image(str(archive)), lambda p: True, limits=limits)
+    return squash(open_image(str(archive)), want or (lambda p: True), limits=limits, condense=condense)
 
 
 def test_umoci_image_squashed(app_layout: Layout) -> None:
@@ -118,3 +122,20 @@ def test_deep_tree_whiteout_does_not_recurse(tmp_path: Path) -> None:
     deep = "/".join(["d"] * 3000)
     fs = _squash(tmp_path, [make_tar([(f"{deep}/f", "file", "x")]), make_tar([(".wh.d", "file", "")])])
     assert fs.errors == [] and list(fs.paths()) == []
+
+
+def test_large_go_binary_is_condensed_not_skipped(tmp_path: Path) -> None:
+    """A Go tool over the per-file limit still yields its modules: only the build info is kept."""
+    from cloudward.engines.catalog import catalog, condenser, wanted
+    from tests.engines.test_catalog import go_binary
+
+    binary = go_binary()
+    big = binary[:64] + b"\0" * (2 * 1024 * 1024) + binary[64:]
+    layer = make_tar([("usr/local/bin/tool", "file", big)])
+    limits = Limits(max_file_bytes=1024 * 1024)
+    plain = _squash(tmp_path / "a", [layer], limits=limits, want=wanted)
+    assert [p for p, _ in plain.skipped] == ["/usr/local/bin/tool"]
+    fs = _squash(tmp_path / "b", [layer], limits=limits, want=wanted, condense=condenser)
+    assert fs.skipped == []
+    names = {p.name for p in catalog(fs, only=["go"]).packages}
+    assert {"stdlib", "github.com/google/uuid", "golang.org/x/net"} <= names

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from cloudward.engines.catalog import CatalogError, CatalogResult, DirectoryView, FileView, catalog, wanted
 from cloudward.engines.catalog.apk import parse_apk
 from cloudward.engines.catalog.dpkg import parse_stanzas
-from cloudward.engines.catalog.golang import parse_buildinfo
+from cloudward.engines.catalog.golang import condense_go, parse_buildinfo
 from cloudward.engines.catalog.rpm import parse_header
 
 DPKG_STATUS = """\
@@ -527,10 +527,26 @@ def test_this_machine_dpkg_count() -> None:
     assert len(result.packages) == sum(1 for line in out.splitlines() if line == "installed")
 
 
-@pytest.mark.skipif(not Path("/usr/local/bin/docker").is_file(), reason="no real Go binary at /usr/local/bin/docker")
 def test_real_go_binary_on_this_machine() -> None:
-    info = parse_buildinfo(Path("/usr/local/bin/docker").read_bytes())
+    """skopeo (installed by scripts/setup) is a Go binary built by Debian."""
+    data = Path("/usr/bin/skopeo").read_bytes()
+    info = parse_buildinfo(data)
     assert info is not None and info[0].startswith("go1.")
+    with Path("/usr/bin/skopeo").open("rb") as stream:
+        condensed = condense_go(stream, chunk=64 * 1024)
+    assert condensed is not None and len(condensed) < len(data) // 10
+    assert parse_buildinfo(condensed) == info
+
+
+def test_condense_keeps_the_header_aligned_across_chunk_edges() -> None:
+    binary = go_binary()
+    body, rest = binary[:64], binary[64:]
+    padded = body + b"\0" * (3 * 1024 * 1024 + 48) + rest  # header at a 16-aligned offset past 3 MiB
+    for chunk in (4096, 4099, 1024 * 1024):
+        condensed = condense_go(io.BytesIO(padded), chunk=chunk)
+        assert condensed is not None and parse_buildinfo(condensed) == parse_buildinfo(padded)
+    assert condense_go(io.BytesIO(b"#!/bin/sh\n" * 100)) is None
+    assert condense_go(io.BytesIO(b"\x7fELF" + b"\0" * 5000)) is None
 
 
 def test_one_error_per_bad_file(tmp_path: Path) -> None:

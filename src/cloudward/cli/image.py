@@ -191,21 +191,24 @@ def sbom(
     username: str | None = UsernameOption,
     password: str | None = PasswordOption,
     engine_url: str | None = EngineOption,
+    no_cache: bool = NoCacheOption,
+    config: Path | None = ConfigOption,
 ) -> None:
     """Write the image's software bill of materials (OS packages, Python, npm, Go, Java)."""
     from cloudward.container.sbom import to_cyclonedx, to_spdx
+    from cloudward.container.scan import ImageScanOptions, analyse_layers, image_target
     from cloudward.container.sources import open_image
-    from cloudward.container.squash import squash
     from cloudward.core.errors import UsageError
-    from cloudward.engines.catalog import catalog, wanted
 
     if format not in SBOM_FORMATS:
         raise UsageError(f"--format: unknown SBOM format {format!r} (choose from {', '.join(SBOM_FORMATS)})")
     img = open_image(image, insecure=insecure, platform=platform, username=username, password=password,
                      engine_url=_engine_url(engine_url))
-    fs = squash(img, wanted)
-    result = catalog(fs)
-    for message in [*fs.errors, *result.errors]:
+    cache = None if no_cache else settings(config).resolved_data_dir() / "cache"
+    found = analyse_layers(img, image_target(image), ImageScanOptions(scanners=frozenset(), cache_dir=cache))
+    result = found.catalog
+    notes = [*found.errors, *result.errors, *(f"{path}: not read ({why})" for path, why in found.skipped)]
+    for message in notes:
         err_console().print(f"warning: {image}: {message}", highlight=False, markup=False, soft_wrap=True)
     subject = {"type": "image", "name": image, "digest": img.manifest_digest or img.id, "id": img.id}
     text = (to_cyclonedx if format == "cyclonedx" else to_spdx)(result, subject)

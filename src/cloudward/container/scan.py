@@ -38,12 +38,20 @@ from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.core.scan import ScanResult, ScanStatus
 from cloudward.engines import subject_rules
-from cloudward.engines.catalog import CatalogResult, Package, catalog, wanted
+from cloudward.engines.catalog import CatalogResult, Package, catalog, condenser, wanted
 
-__all__ = ["ANALYZER_VERSION", "SCANNERS", "ContentScanner", "ImageScanOptions", "image_target", "scan_image",
-           "scan_images"]
+__all__ = [
+    "ANALYZER_VERSION",
+    "SCANNERS",
+    "ContentScanner",
+    "ImageScanOptions",
+    "analyse_layers",
+    "image_target",
+    "scan_image",
+    "scan_images",
+]
 
-ANALYZER_VERSION = "1"  # bump when catalogers or content scanners change what a layer yields
+ANALYZER_VERSION = "2"  # bump when catalogers or content scanners change what a layer yields
 SCANNERS = ("vuln", "secret", "malware", "config")
 
 # Ports whose service, reachable without authentication, is how crews like TeamTNT get in.
@@ -90,7 +98,7 @@ def image_target(reference: str) -> Target:
 
 
 @dataclass
-class _LayerYield:
+class LayerYield:
     """What streaming (or replaying) the layers produced."""
 
     catalog: CatalogResult
@@ -174,7 +182,8 @@ def _versions(options: ImageScanOptions) -> str:
     return "|".join([ANALYZER_VERSION, *active])
 
 
-def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _LayerYield:
+def analyse_layers(image: Image, target: Target, options: ImageScanOptions) -> LayerYield:
+    """Read (or replay from the cache) every layer once: packages, content findings, file facts."""
     found: dict[int, list[Finding]] = {}  # content findings by layer index
     errors: list[str] = []
     active = [c for c in options.content if c.name in options.scanners]
@@ -195,7 +204,8 @@ def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _
         return judge
 
     cache = _LayerStore(options.cache_dir, _versions(options), target, found) if options.cache_dir else None
-    fs = squash(image, wanted, limits=options.limits, inspect=inspect if active else None, cache=cache)
+    fs = squash(image, wanted, limits=options.limits, inspect=inspect if active else None, cache=cache,
+                condense=condenser)
     result = catalog(fs)
     content: list[Finding] = []
     seen: set[str] = set()
@@ -208,7 +218,7 @@ def _stream_layers(image: Image, target: Target, options: ImageScanOptions) -> _
             final = fs.entry(path) if isinstance(path, str) else None
             finding.location["in_final_filesystem"] = final is not None and final.layer_index == index
             content.append(finding)
-    return _LayerYield(catalog=result, content=content, errors=[*fs.errors, *errors], skipped=list(fs.skipped),
+    return LayerYield(catalog=result, content=content, errors=[*fs.errors, *errors], skipped=list(fs.skipped),
                        files=_file_facts(fs), layers=len(image.layers), replayed=len(fs.replayed))
 
 
@@ -307,7 +317,7 @@ def _scan_one(reference: str, options: ImageScanOptions, result: ScanResult,
     image = open_image(reference, insecure=options.insecure, platform=options.platform,
                        username=options.username, password=options.password, engine_url=options.engine_url)
     target = image_target(reference)
-    found = _stream_layers(image, target, options)
+    found = analyse_layers(image, target, options)
     for message in found.errors:
         result.add_error(reference, message, stage="layers")
     for path, why in found.skipped:

@@ -15,7 +15,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from cloudward.container.image import Image, ImageError
 
@@ -184,6 +184,7 @@ class _Budget:
 
     def __init__(self, limits: Limits) -> None:
         self.limits, self.entries, self.captured = limits, 0, 0
+        self.condense: Condenser | None = None
 
 
 Inspector = Callable[[FileEntry], Callable[[bytes], None] | None]
@@ -211,8 +212,12 @@ class LayerCache(Protocol):
     def put(self, index: int, digest: str, record: LayerRecord) -> None: ...
 
 
+Condenser = Callable[[str], Callable[[IO[bytes]], bytes | None] | None]
+
+
 def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: Limits | None = None,
-           inspect: Inspector | None = None, cache: LayerCache | None = None) -> ImageFS:
+           inspect: Inspector | None = None, cache: LayerCache | None = None,
+           condense: Condenser | None = None) -> ImageFS:
     """Apply every layer in order; capture content of wanted files in the same pass.
 
     ``inspect`` sees every regular file of every layer as it streams past, deleted later or not (a
@@ -223,10 +228,15 @@ def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: L
     called for it: the cache's owner keeps what inspecting it found), and a layer read completely
     is recorded. A layer cut short by a limit or a read error is never recorded, so a transient
     failure does not become permanent.
+
+    A wanted file over the per-file limit is kept only through ``condense`` (path -> a function
+    that reads the member through and returns the part a cataloger needs, e.g. a Go binary's build
+    info); otherwise it is listed in ``skipped``.
     """
     limits = limits or Limits()
     fs = ImageFS(image=image)
     budget = _Budget(limits)
+    budget.condense = condense
     for index, layer in enumerate(image.layers):
         record = cache.get(index, layer.digest) if cache is not None else None
         if record is not None:
@@ -343,7 +353,17 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
         return
     limits = budget.limits
     if size > limits.max_file_bytes:
-        fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
+        shrink = budget.condense(path) if keep and budget.condense is not None else None
+        if shrink is None:
+            fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
+            return
+        member = tar.extractfile(info)
+        condensed = shrink(member) if member is not None else None
+        if condensed is not None and budget.captured + len(condensed) <= limits.max_captured_bytes:
+            budget.captured += len(condensed)
+            fs._content[path] = condensed
+            if recorder is not None:
+                recorder.content[path] = condensed
         return
     if keep and budget.captured + size > limits.max_captured_bytes:
         fs.skipped.append((path, f"total captured bytes would exceed {limits.max_captured_bytes}"))

@@ -8,6 +8,7 @@ image side capture only the files some cataloger will read while streaming layer
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 from cloudward.engines.catalog.model import CatalogError, CatalogResult, Distro, Package
 from cloudward.engines.catalog.python import is_python_metadata
@@ -22,6 +23,7 @@ __all__ = [
     "FileView",
     "Package",
     "catalog",
+    "condenser",
     "is_go_candidate",
     "wanted",
 ]
@@ -62,6 +64,16 @@ def wanted(path: str) -> bool:
     if base.lower().endswith((".jar", ".war", ".ear")):
         return True
     return is_go_candidate(path)
+
+
+def condenser(path: str) -> Callable[[IO[bytes]], bytes | None] | None:
+    """For a wanted file too large to hold: a function that reads it through and returns only what
+    its cataloger needs (Go binaries: the build info), or None when the whole file is needed."""
+    if is_go_candidate(path):
+        from cloudward.engines.catalog.golang import condense_go
+
+        return condense_go
+    return None
 
 
 def _catalogers() -> dict[str, Cataloger]:

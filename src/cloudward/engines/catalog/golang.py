@@ -9,13 +9,14 @@ sentinels. Older binaries store pointers instead; they are skipped, not guessed 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import IO
 
 from packageurl import PackageURL
 
 from cloudward.engines.catalog.model import CatalogError, Distro, Package
 from cloudward.engines.catalog.view import FileView
 
-__all__ = ["BUILDINFO_MAGIC", "catalog_go", "parse_buildinfo"]
+__all__ = ["BUILDINFO_MAGIC", "catalog_go", "condense_go", "parse_buildinfo"]
 
 BUILDINFO_MAGIC = b"\xff Go buildinf:"
 _ELF = b"\x7fELF"
@@ -61,6 +62,40 @@ def parse_buildinfo(data: bytes) -> tuple[str, list[tuple[str, str, bool]]] | No
         elif fields[0] == "=>" and len(fields) >= 3 and modules:
             modules[-1] = (fields[1], fields[2], modules[-1][2])
     return go_version, modules
+
+
+_WINDOW = 1024 * 1024  # the build info header and its strings; module lists are tens of KB
+
+
+def condense_go(stream: IO[bytes], chunk: int = 1024 * 1024) -> bytes | None:
+    """What `parse_buildinfo` needs of a binary too large to hold (a 150 MB Go tool): its ELF
+    magic and the window from the first 16-aligned build-info header on, laid out so the header
+    stays 16-aligned. Reads the stream to its end in chunks; None when it is not a Go ELF binary."""
+    head = stream.read(16)
+    if not head.startswith(_ELF):
+        return None
+    offset, tail, found = 16, b"", None
+    while found is None:
+        piece = stream.read(chunk)
+        if not piece:
+            return None
+        window = tail + piece
+        base = offset - len(tail)
+        at = window.find(BUILDINFO_MAGIC)
+        while at >= 0 and (base + at) % 16:
+            at = window.find(BUILDINFO_MAGIC, at + 1)
+        if at >= 0:
+            found = bytearray(window[at:])
+        offset += len(piece)
+        tail = window[-(len(BUILDINFO_MAGIC) - 1):]
+    while len(found) < _WINDOW:
+        piece = stream.read(min(chunk, _WINDOW - len(found)))
+        if not piece:
+            break
+        found += piece
+    while stream.read(chunk):  # the rest of the member must be consumed from a streamed layer
+        pass
+    return head.ljust(16, b"\0") + bytes(found[:_WINDOW])
 
 
 def _package(name: str, version: str, location: str) -> Package:
