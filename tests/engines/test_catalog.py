@@ -585,3 +585,32 @@ def test_npm_lockfile_v1(tmp_path: Path) -> None:
     result = catalog(DirectoryView(tmp_path), only=["npm"])
     assert result.errors == []
     assert by_type(result, "npm") == {("express", "4.18.2"), ("debug", "2.6.9")}
+
+
+@pytest.mark.parametrize(("file_name", "manifest", "expected"), [
+    # group from the OSGi name, artifact and version from the Maven file name (the title is prose)
+    ("caffeine-3.2.2.jar", "Implementation-Title: A high performance caching library\n"
+     "Bundle-SymbolicName: com.github.ben-manes.caffeine\nImplementation-Version: 3.2.2\n",
+     ("com.github.ben-manes.caffeine:caffeine", "3.2.2")),
+    ("protobuf-java-4.32.1.jar", "Bundle-SymbolicName: com.google.protobuf;singleton:=true\n",
+     ("com.google.protobuf:protobuf-java", "4.32.1")),
+    # a broken Implementation-Version is not a version; the file name is
+    ("json-path-2.10.0.jar", "Implementation-Version: task ':json-path:jar' property 'archiveVersion'\n",
+     ("json-path", "2.10.0")),
+    # nothing in the manifest at all
+    ("aopalliance-1.0.jar", "Manifest-Version: 1.0\n", ("aopalliance", "1.0")),
+    ("okhttp-4.12.0.jar", "Automatic-Module-Name: okhttp3\n", ("okhttp", "4.12.0")),
+    # no version in the name: the manifest decides, prose titles included, but only with a real version
+    ("shop.war", "Implementation-Title: shop\nImplementation-Version: 2.1\n", ("shop", "2.1")),
+])
+def test_jar_without_pom_properties(tmp_path: Path, file_name: str, manifest: str,
+                                    expected: tuple[str, str]) -> None:
+    put(tmp_path, f"/opt/app/lib/{file_name}", jar(manifest="Manifest-Version: 1.0\n" + manifest))
+    result = catalog(DirectoryView(tmp_path), only=["java"])
+    assert result.errors == []
+    assert by_type(result, "java-archive") == {expected}
+
+
+def test_jar_without_any_identity_yields_nothing(tmp_path: Path) -> None:
+    put(tmp_path, "/opt/app/lib/thing.jar", jar(manifest="Manifest-Version: 1.0\nImplementation-Version: oops x\n"))
+    assert catalog(DirectoryView(tmp_path), only=["java"]).packages == []

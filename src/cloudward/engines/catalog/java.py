@@ -8,6 +8,7 @@ war/ear (or a fat jar) are opened one level deep only.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 
@@ -69,6 +70,34 @@ def _package(group: str | None, artifact: str, version: str, location: str) -> P
     )
 
 
+_FILE_NAME = re.compile(r"^(?P<artifact>.+?)-(?P<version>\d[\w.+~]*(?:-(?:SNAPSHOT|[a-zA-Z]+\d*))?)\.(?:jar|war|ear)$",
+                        re.IGNORECASE)
+_VERSION_LIKE = re.compile(r"^\d[\w.+~-]{0,63}$")
+_GROUP_LIKE = re.compile(r"^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)+$")
+
+
+def _from_name_and_manifest(location: str, manifest: dict[str, str]) -> Package | None:
+    """An archive without pom.properties (shaded, Gradle-built or OSGi jars): the artifact and
+    version come from its file name as Maven lays it out (`caffeine-3.2.2.jar`), the group from
+    the OSGi/JPMS name in the manifest; manifest titles are prose ("H2 Database Engine"), not ids,
+    and are used only when the file name says nothing."""
+    base = location.rpartition(":")[2].rpartition("/")[2]
+    named = _FILE_NAME.match(base)
+    group = None
+    for key in ("Bundle-SymbolicName", "Automatic-Module-Name", "Implementation-Vendor-Id"):
+        candidate = manifest.get(key, "").split(";", 1)[0].strip()
+        if _GROUP_LIKE.match(candidate):
+            group = candidate
+            break
+    if named is not None:
+        return _package(group, named.group("artifact"), named.group("version"), location)
+    title = manifest.get("Implementation-Title") or manifest.get("Bundle-SymbolicName", "").split(";", 1)[0]
+    version = manifest.get("Implementation-Version") or manifest.get("Bundle-Version") or ""
+    if title and _VERSION_LIKE.match(version.strip()):
+        return _package(manifest.get("Implementation-Vendor-Id"), title.strip(), version.strip(), location)
+    return None
+
+
 def scan_archive(data: bytes, location: str, nested: bool = True) -> list[Package]:
     """Packages declared by one archive (and, if `nested`, by archives inside it). Raises CatalogError only."""
     try:
@@ -91,10 +120,9 @@ def scan_archive(data: bytes, location: str, nested: bool = True) -> list[Packag
                 elif name == "META-INF/MANIFEST.MF":
                     manifest = _manifest(_read(zf, info).decode("utf-8", "replace"))
             if not found:
-                title = manifest.get("Implementation-Title") or manifest.get("Bundle-SymbolicName")
-                version = manifest.get("Implementation-Version") or manifest.get("Bundle-Version")
-                if title and version:
-                    found.append(_package(manifest.get("Implementation-Vendor-Id"), title, version, location))
+                fallback = _from_name_and_manifest(location, manifest)
+                if fallback is not None:
+                    found.append(fallback)
             if nested:
                 for info in infos:
                     if info.filename.lower().endswith(ARCHIVE_SUFFIXES) and not info.is_dir():
