@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
-import tarfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from cloudward.container.image import Image, ImageError
+from cloudward.container.tarstream import Header, TarStream
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -167,7 +167,7 @@ def _normalise(name: str) -> tuple[str, bool]:
     return posixpath.normpath("/" + name.lstrip("/")), hostile
 
 
-def _kind(info: tarfile.TarInfo) -> str:
+def _kind(info: Header) -> str:
     if info.isreg():
         return "file"
     if info.isdir():
@@ -291,7 +291,8 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
     layer_bytes = 0
     try:
         stream = open_tar()
-        with stream, tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[attr-defined,call-overload]
+        with stream:  # type: ignore[attr-defined]
+            tar = TarStream(stream)  # type: ignore[arg-type]
             for info in tar:
                 budget.entries += 1
                 if budget.entries > budget.limits.max_entries:
@@ -303,7 +304,7 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
                                      f"{info.name!r}; rest of the layer skipped")
                     return "partial"
                 _apply_member(fs, index, digest, label, tar, info, want, budget, inspect, recorder)
-    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as exc:
+    except (EOFError, zlib.error, OSError, ValueError) as exc:
         fs.errors.append(f"{label}: broken or truncated layer ({type(exc).__name__}: {exc})")
         return "partial"
     except ImageError as exc:
@@ -312,7 +313,7 @@ def _apply_layer(fs: ImageFS, index: int, digest: str, open_tar: Callable[[], ob
     return "complete"
 
 
-def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile.TarFile, info: tarfile.TarInfo,
+def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: TarStream, info: Header,
                   want: Callable[[str], bool] | None, budget: _Budget, inspect: Inspector | None = None,
                   recorder: LayerRecord | None = None) -> None:
     path, hostile = _normalise(info.name)
@@ -357,8 +358,7 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
         if shrink is None:
             fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
             return
-        member = tar.extractfile(info)
-        condensed = shrink(member) if member is not None else None
+        condensed = shrink(tar.reader(info))
         if condensed is not None and budget.captured + len(condensed) <= limits.max_captured_bytes:
             budget.captured += len(condensed)
             fs._content[path] = condensed
@@ -370,12 +370,7 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: tarfile
         keep = False
         if seen is None:
             return
-    f = tar.extractfile(info)
-    if f is None:
-        return
-    data = f.read(size)
-    if len(data) != size:
-        raise EOFError(f"{info.name!r} is truncated")
+    data = tar.read(info)
     if seen is not None:
         seen(data)
     if keep:
