@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import audit, db, exposure, findings, host, image, rules, secrets, storage
+from cloudward.cli import audit, db, exposure, findings, host, image, registry, rules, secrets, storage
 
 app = typer.Typer(
     name="cloudward",
@@ -37,6 +37,7 @@ app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
 app.add_typer(host.app, name="host")
 app.add_typer(image.app, name="image")
+app.add_typer(registry.app, name="registry")
 app.add_typer(rules.app, name="rules")
 app.add_typer(storage.app, name="storage")
 app.add_typer(secrets.app, name="secrets")
