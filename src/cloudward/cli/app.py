@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import audit, db, exposure, findings, host, image, registry, rules, secrets, storage
+from cloudward.cli import admission, audit, db, exposure, findings, host, image, registry, rules, secrets, storage
 
 app = typer.Typer(
     name="cloudward",
@@ -32,6 +32,7 @@ def root(
     """cloudward: exposure scanning, findings store and reports."""
 
 
+app.add_typer(admission.app, name="admission")
 app.add_typer(db.app, name="db")
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
