@@ -231,6 +231,8 @@ def test_damaged_layer_cache_is_a_miss(bad: Layout, tmp_path: Path, workdir: Pat
     assert len(files) == 3
     files[0].write_bytes(b"not gzip")
     files[1].write_bytes(b"")
+    for summary in (data / "cache" / "images").iterdir():  # the whole-image record too
+        summary.write_bytes(b"\x1f\x8b garbage")
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     second = json.loads(again.stdout)

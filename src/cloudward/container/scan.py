@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -38,7 +39,7 @@ from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.core.scan import ScanResult, ScanStatus
 from cloudward.engines import subject_rules
-from cloudward.engines.catalog import CatalogResult, Package, catalog, condenser, wanted
+from cloudward.engines.catalog import CatalogResult, Distro, Package, catalog, condenser, wanted
 
 __all__ = [
     "ANALYZER_VERSION",
@@ -183,7 +184,58 @@ def _versions(options: ImageScanOptions) -> str:
 
 
 def analyse_layers(image: Image, target: Target, options: ImageScanOptions) -> LayerYield:
-    """Read (or replay from the cache) every layer once: packages, content findings, file facts."""
+    """What the image's layers yield: from the image cache when this exact image (config digest,
+    which names every layer's content) was analysed before with the same versions; else read or
+    replayed layer by layer, then remembered."""
+    summary = _image_cache_path(options, image)
+    if summary is not None:
+        known = _load_summary(summary, target)
+        if known is not None:
+            return known
+    found_layers = _read_layers(image, target, options)
+    if summary is not None:
+        _save_summary(summary, found_layers)
+    return found_layers
+
+
+def _image_cache_path(options: ImageScanOptions, image: Image) -> Path | None:
+    if options.cache_dir is None:
+        return None
+    key = hashlib.sha256(f"{image.id}\x1f{_versions(options)}".encode()).hexdigest()
+    return options.cache_dir / "images" / f"{key}.json.gz"
+
+
+def _save_summary(path: Path, found: LayerYield) -> None:
+    distro = found.catalog.distro
+    doc = {"distro": None if distro is None else dataclasses.asdict(distro),
+           "packages": [dataclasses.asdict(p) for p in found.catalog.packages], "catalog_errors": found.catalog.errors,
+           "content": [f.model_dump(mode="json", exclude={"target", "fingerprint"}) for f in found.content],
+           "errors": found.errors, "skipped": found.skipped, "files": found.files, "layers": found.layers}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as handle:
+            json.dump(doc, handle)
+        tmp.replace(path)
+
+
+def _load_summary(path: Path, target: Target) -> LayerYield | None:
+    """A remembered analysis; a missing, damaged or foreign file is a miss, never an error."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            doc = json.load(handle)
+        distro = Distro(**doc["distro"]) if doc.get("distro") else None
+        packages = [Package(**{**p, "locations": tuple(p["locations"]), "licenses": tuple(p["licenses"])})
+                    for p in doc["packages"]]
+        content = [Finding(**data, target=target) for data in doc["content"]]
+        return LayerYield(catalog=CatalogResult(distro=distro, packages=packages, errors=list(doc["catalog_errors"])),
+                          content=content, errors=list(doc["errors"]), skipped=[(a, b) for a, b in doc["skipped"]],
+                          files=list(doc["files"]), layers=int(doc["layers"]), replayed=int(doc["layers"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
+
+
+def _read_layers(image: Image, target: Target, options: ImageScanOptions) -> LayerYield:
     found: dict[int, list[Finding]] = {}  # content findings by layer index
     errors: list[str] = []
     active = [c for c in options.content if c.name in options.scanners]

@@ -9,6 +9,7 @@ never read, bombs stop at a limit, and a broken layer is reported while later la
 from __future__ import annotations
 
 import fnmatch
+import io
 import posixpath
 import zlib
 from collections import deque
@@ -229,9 +230,9 @@ def squash(image: Image, want: Callable[[str], bool] | None = None, *, limits: L
     is recorded. A layer cut short by a limit or a read error is never recorded, so a transient
     failure does not become permanent.
 
-    A wanted file over the per-file limit is kept only through ``condense`` (path -> a function
-    that reads the member through and returns the part a cataloger needs, e.g. a Go binary's build
-    info); otherwise it is listed in ``skipped``.
+    ``condense`` (path -> a function that reads a member through and returns the part a cataloger
+    needs, e.g. a Go binary's build info, or None for "the whole file") keeps wanted files small
+    whatever their size; a wanted file over the per-file limit without one is listed in ``skipped``.
     """
     limits = limits or Limits()
     fs = ImageFS(image=image)
@@ -353,19 +354,14 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: TarStre
     if not keep and seen is None:
         return
     limits = budget.limits
-    if size > limits.max_file_bytes:
-        shrink = budget.condense(path) if keep and budget.condense is not None else None
-        if shrink is None:
-            fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
-            return
-        condensed = shrink(tar.reader(info))
-        if condensed is not None and budget.captured + len(condensed) <= limits.max_captured_bytes:
-            budget.captured += len(condensed)
-            fs._content[path] = condensed
-            if recorder is not None:
-                recorder.content[path] = condensed
+    shrink = budget.condense(path) if keep and budget.condense is not None else None
+    if shrink is not None and seen is None:  # the cataloger needs a part: keep only that, whatever the size
+        _keep(fs, budget, recorder, path, shrink(tar.reader(info)))
         return
-    if keep and budget.captured + size > limits.max_captured_bytes:
+    if size > limits.max_file_bytes:
+        fs.skipped.append((path, f"{size} bytes is over the per-file limit {limits.max_file_bytes}"))
+        return
+    if keep and shrink is None and budget.captured + size > limits.max_captured_bytes:
         fs.skipped.append((path, f"total captured bytes would exceed {limits.max_captured_bytes}"))
         keep = False
         if seen is None:
@@ -374,7 +370,13 @@ def _apply_member(fs: ImageFS, index: int, digest: str, label: str, tar: TarStre
     if seen is not None:
         seen(data)
     if keep:
-        budget.captured += len(data)
-        fs._content[path] = data
-        if recorder is not None:
-            recorder.content[path] = data
+        _keep(fs, budget, recorder, path, shrink(io.BytesIO(data)) if shrink is not None else data)
+
+
+def _keep(fs: ImageFS, budget: _Budget, recorder: LayerRecord | None, path: str, data: bytes | None) -> None:
+    if data is None or budget.captured + len(data) > budget.limits.max_captured_bytes:
+        return
+    budget.captured += len(data)
+    fs._content[path] = data
+    if recorder is not None:
+        recorder.content[path] = data

@@ -39,7 +39,8 @@ def open_archive(path: str | Path, reference: str | None = None, *, store: BlobS
     layers = []
     for i, name in enumerate(layer_names):
         opener = store.opener(name)
-        layers.append(Layer(digest=_blob_digest(name, opener), diff_id=diff_ids[i] if diff_ids else None,
+        diff_id = diff_ids[i] if diff_ids else None
+        layers.append(Layer(digest=_blob_digest(name, opener, diff_id), diff_id=diff_id,
                             media_type="application/vnd.docker.image.rootfs.diff.tar",
                             size=store.size(name), opener=opener))
     tags = [str(t) for t in entry.get("RepoTags") or []]
@@ -48,11 +49,16 @@ def open_archive(path: str | Path, reference: str | None = None, *, store: BlobS
                  repo_tags=tags, platform=platform_of(config))
 
 
-def _blob_digest(name: str, opener: Any) -> str:
-    """The digest of the layer blob as stored: taken from a ``blobs/sha256/<hex>`` name, else hashed."""
+def _blob_digest(name: str, opener: Any, diff_id: str | None) -> str:
+    """The layer's identity: the digest in a ``blobs/sha256/<hex>`` name; else the config's diff_id
+    (`docker save` writes uncompressed ``<id>/layer.tar`` files, whose sha256 is their diff_id, and the
+    config digest - the image id - covers the diff_ids); hashed only when neither exists. Hashing
+    every layer on open would read a 600 MB image twice per scan, cached or not."""
     parts = name.split("/")
     if len(parts) >= 2 and parts[-2] == "sha256" and _HEX.fullmatch(parts[-1]):
         return "sha256:" + parts[-1]
+    if diff_id and diff_id.startswith("sha256:") and _HEX.fullmatch(diff_id[7:]):
+        return diff_id
     h = hashlib.sha256()
     with opener() as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

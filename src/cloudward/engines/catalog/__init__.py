@@ -54,6 +54,11 @@ def is_go_candidate(path: str) -> bool:
 
 def wanted(path: str) -> bool:
     """Whether any cataloger needs the content of `path` (decided from the path alone)."""
+    return _wanted_whole(path) or is_go_candidate(path)
+
+
+def _wanted_whole(path: str) -> bool:
+    """Paths a cataloger other than Go's reads whole (package databases, metadata, archives)."""
     if path in _EXACT or path.startswith("/var/lib/dpkg/status.d/"):
         return True
     if is_python_metadata(path):
@@ -61,15 +66,14 @@ def wanted(path: str) -> bool:
     base = path.rpartition("/")[2]
     if base in ("package-lock.json", "package.json"):  # an app-root manifest counts only beside a lockfile
         return True
-    if base.lower().endswith((".jar", ".war", ".ear")):
-        return True
-    return is_go_candidate(path)
+    return base.lower().endswith((".jar", ".war", ".ear"))
 
 
 def condenser(path: str) -> Callable[[IO[bytes]], bytes | None] | None:
-    """For a wanted file too large to hold: a function that reads it through and returns only what
-    its cataloger needs (Go binaries: the build info), or None when the whole file is needed."""
-    if is_go_candidate(path):
+    """For a wanted file: a function that reads it through and returns only what its cataloger
+    needs (Go binaries: the build info; anything else in a bin directory: nothing), or None when
+    the whole file is needed."""
+    if is_go_candidate(path) and not _wanted_whole(path):
         from cloudward.engines.catalog.golang import condense_go
 
         return condense_go
