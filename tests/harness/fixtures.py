@@ -16,6 +16,7 @@ from tests.harness.services import (
     PostgresService,
     Service,
     ServicePool,
+    start_clamd,
     start_etcd,
     start_jupyter,
     start_podman_api,
@@ -26,6 +27,7 @@ from tests.harness.services import (
 )
 
 __all__ = [
+    "clamd_server",
     "etcd_server",
     "jupyter_no_token",
     "jupyter_with_token",
@@ -117,6 +119,13 @@ def postgres_scram() -> Iterator[PostgresService]:
 def registry_server() -> Iterator[Service]:
     """Docker registry v2 without auth, deletes enabled."""
     with start_registry() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def clamd_server() -> Iterator[Service]:
+    """clamd with test signatures (EICAR, CLAMD_MARKER); ``.socket`` and ``.port`` (TCP)."""
+    with start_clamd() as service:
         yield service
 
 

@@ -544,6 +544,48 @@ def start_registry(host: str = LOOPBACK, *, port: int | None = None,
     return service
 
 
+EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
+CLAMD_MARKER = b"CLOUDWARD-CLAMD-TEST-MARKER-7f3a"  # the default body signature's bytes
+
+
+def start_clamd(signatures: dict[str, str] | None = None, *, stream_max: str = "64M",
+                host: str = LOOPBACK, timeout: float = 60.0) -> Service:
+    """clamd with its own signature database (no internet here, so no official one): EICAR by MD5
+    (`.hdb`) and CLAMD_MARKER as a body signature (`.ndb`), plus `signatures` (file name -> text).
+    Listens on a unix socket (``service.socket``) and on TCP (``service.port``), loopback only."""
+    service = Service("clamd", host)
+    with service.cleanup_on_error():
+        db = service.dir / "db"
+        db.mkdir()
+        (db / "cloudward-test.hdb").write_text(f"{EICAR_MD5}:68:Cloudward.Test.EICAR\n")
+        (db / "cloudward-test.ndb").write_text(f"Cloudward.Test.Marker:0:*:{CLAMD_MARKER.hex()}\n")
+        for name, text in (signatures or {}).items():
+            (db / name).write_text(text)
+        service.socket = service.dir / "clamd.ctl"  # type: ignore[attr-defined]
+        config = service.dir / "clamd.conf"
+        config.write_text(
+            f"LocalSocket {service.socket}\nTCPSocket {service.port}\nTCPAddr {host}\n"  # type: ignore[attr-defined]
+            f"DatabaseDirectory {db}\nForeground yes\nLogFile {service.dir / 'clamd.log'}\n"
+            f"PidFile {service.dir / 'clamd.pid'}\nTemporaryDirectory {service.dir}\n"
+            f"StreamMaxLength {stream_max}\nMaxThreads 4\nUser root\nLogSyslog no\n")
+        service.launch(["clamd", "-c", str(config)], ready=lambda s: _clamd_pong(s), timeout=timeout)
+    return service
+
+
+def _clamd_pong(service: Service) -> bool:
+    sock_path = getattr(service, "socket", None)
+    if sock_path is None or not Path(sock_path).exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(str(sock_path))
+            sock.sendall(b"zPING\0")
+            return sock.recv(16).startswith(b"PONG")
+    except OSError:
+        return False
+
+
 def start_podman_api(host: str = LOOPBACK, *, port: int | None = None,
     timeout: float = START_TIMEOUT) -> Service:
     """podman's Docker-compatible REST API, unauthenticated on TCP, like an exposed dockerd.

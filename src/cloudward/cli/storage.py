@@ -147,10 +147,10 @@ def storage_options(config: Path | None, *, rules_dir: list[Path] | None = None,
     if clamd:
         from cloudward.storage.clamd import Clamd, ClamdError
 
-        daemon = Clamd(clamd)
         try:
+            daemon = Clamd(clamd)
             daemon.ping()
-        except ClamdError as exc:
+        except (ClamdError, ValueError) as exc:
             raise UsageError(f"--clamd: {exc}") from None
     state = ScanState(settings(config).resolved_data_dir() / "storage" / "state.sqlite") if remember else None
     return StorageScanOptions(judge=judge, secrets=None if no_secrets else secret_scanner(rules), clamd=daemon,
