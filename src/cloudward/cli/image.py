@@ -219,3 +219,31 @@ def sbom(
         output.write_text(text, encoding="utf-8")
         err_console().print(f"wrote {format} SBOM of {image} ({len(result.packages):,} packages) to {output}",
                             highlight=False)
+
+
+LintPathsArgument = typer.Argument(None, show_default=False, metavar="PATH...",
+                                   help="Dockerfiles, or directories searched for Dockerfile, Containerfile and "
+                                        "*.Dockerfile (default: .).")
+
+
+@app.command("lint")
+def lint(
+    paths: list[str] = LintPathsArgument,
+    rules_dir: list[Path] = RulesOption,
+    format: str | None = FormatOption,  # shadows the builtin: the option is called --format
+    output: Path | None = OutputOption,
+    fail_on: str | None = FailOnOption,
+    no_store: bool = NoStoreOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Judge Dockerfiles and Containerfiles before they are built (root user, secrets in ENV/ARG,
+    copied credentials, curl | sh, risky ports, runtime socket volumes, unpinned bases)."""
+    from cloudward.container.dockerfile import lint_paths
+
+    resolve_format(format, output)
+    parse_severity(fail_on, "--fail-on")
+    rules = [r for r in load_all_rules(list(rules_dir or [])) if r.engine_name == "image"]
+    result = lint_paths(list(paths or ["."]), rules)
+    err_console().print(f"image lint: {result.stats.get('files', 0)} Dockerfiles, {len(result.findings):,} findings, "
+                        f"{len(result.errors):,} errors", highlight=False)
+    finish(result, format, output, fail_on, config, no_store)

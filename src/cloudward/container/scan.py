@@ -315,6 +315,7 @@ def config_observations(image: Image) -> list[tuple[str, dict[str, Any], str]]:
         "risky_ports": [p for p in ports if p in RISKY_PORTS],
         "risky_services": [RISKY_PORTS[p] for p in ports if p in RISKY_PORTS],
         "docker_api_port": any(p == 2375 for p in ports),
+        "other_risky_ports": [p for p in ports if p in RISKY_PORTS and p != 2375],
         "volumes": volumes, "runtime_socket_volumes": [v for v in volumes if v.rstrip("/") in DOCKER_SOCKETS],
         "env_names": env_names, "secret_env_names": secret_env,
         "healthcheck": bool(healthcheck) and healthcheck.get("Test") not in (None, [], ["NONE"]),
