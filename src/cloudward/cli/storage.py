@@ -48,7 +48,7 @@ TargetsArgument = typer.Argument(..., show_default=False, metavar="TARGET...",
 EndpointOption = typer.Option(None, "--endpoint-url", metavar="URL", envvar="AWS_ENDPOINT_URL",
                               help="S3 endpoint (MinIO, moto, Ceph...); default: AWS (or AWS_ENDPOINT_URL).")
 RegionOption = typer.Option(None, "--region", envvar="AWS_DEFAULT_REGION", help="AWS region.")
-ConcurrencyOption = typer.Option(8, "--concurrency", min=1, max=256, help="Objects scanned at once.")
+ConcurrencyOption = typer.Option(4, "--concurrency", min=1, max=256, help="Objects scanned at once.")
 ClamdOption = typer.Option(None, "--clamd", metavar="ADDRESS", envvar="CLOUDWARD_CLAMD",
                            help="Also ask clamd (unix:/path, /path or tcp://host:port) through INSTREAM.")
 YaraOption = typer.Option(None, "--yara-rules", metavar="DIR", help="Add the YARA rules in this folder (repeatable).")

@@ -2,7 +2,7 @@
 
 Each chunk of an object goes to the hashers (SHA-256 and MD5 for the indicator list), to the secret
 scanner's stream session, to clamd's INSTREAM when one is configured, and into a bounded buffer
-for YARA (the first `hold_bytes`; larger objects are hashed, secret-scanned and ClamAV-scanned in
+for YARA (the first `hold_bytes`, 16 MiB; larger objects are hashed, secret-scanned and ClamAV-scanned in
 full, and YARA-scanned on that head, which the finding says). Archives (zip, tar, gzip, bzip2,
 xz, nested) are opened with depth, ratio, size and member limits; a limit hit is a finding
 (`content.archive.limit_exceeded`), never an outage, and what was read before it is judged.
@@ -68,8 +68,8 @@ class StorageScanOptions:
     judge: ContentJudge
     secrets: SecretScanner | None = None
     clamd: Verdicts | None = None
-    concurrency: int = 8
-    hold_bytes: int = 64 * 1024 * 1024
+    concurrency: int = 4
+    hold_bytes: int = 16 * 1024 * 1024
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     state: ScanState | None = None
     rescan: bool = False
@@ -169,6 +169,7 @@ def scan_object(obj: StoredObject, options: StorageScanOptions) -> ObjectResult:
     if complete:
         findings += judge.hash_findings(obj.key, target, where, sha256=sha256, md5=md5, size=reader.total)
     head = bytes(reader.head)
+    reader.head = bytearray()  # one copy of the held bytes at a time: memory is concurrency x hold_bytes
     held_all = reader.total <= options.hold_bytes and complete
     yara_where = where if held_all else {**where, "yara_scanned_bytes": len(head)}
     try:
