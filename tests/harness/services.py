@@ -86,9 +86,21 @@ def free_port(host: str = LOOPBACK) -> int:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind((host, 0))
                 port: int = sock.getsockname()[1]
-            if (host, port) not in _issued:
+            # a port number is handed out once whatever the address, and on another loopback
+            # address only if 127.0.0.1 has it free too: tests that check a service binds only its
+            # own address must not meet another service on the same number
+            if port not in {p for _, p in _issued} and (host == LOOPBACK or _bindable(LOOPBACK, port)):
                 _issued.add((host, port))
                 return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
