@@ -39,6 +39,11 @@ class ContentJudge:
     rules: Mapping[str, Sequence[subject_rules.CompiledRule]]
     version: str
 
+    @property
+    def wants_md5(self) -> bool:
+        """MD5 is computed only when some indicator is an MD5 (it costs as much as the scan's YARA)."""
+        return self.iocs is not None and bool(self.iocs.values("md5"))
+
     def _judge(self, subject: str, facts: dict[str, Any], target: Target, location: Mapping[str, Any],
                path: str) -> list[Finding]:
         compiled = {subject: list(self.rules.get(subject, ()))}
@@ -94,7 +99,7 @@ class ContentJudge:
                        executable: bool = False) -> list[Finding]:
         """Hashes and YARA on whole bytes (a file small enough to hold)."""
         sha256 = hashlib.sha256(data).hexdigest()
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest() if self.wants_md5 else None
         out = self.hash_findings(path, target, location, sha256=sha256, md5=md5, size=len(data))
         out += self.yara_findings(data, path, target, location, sha256=sha256, executable=executable)
         return out

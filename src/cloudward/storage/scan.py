@@ -113,9 +113,9 @@ class _Reader:
     """One pass over an object: every chunk is hashed, fed to the secret session, kept for YARA
     while it fits, and handed on to clamd (or just drained)."""
 
-    def __init__(self, stream: BinaryIO, hold: int, session: SecretSession | None) -> None:
+    def __init__(self, stream: BinaryIO, hold: int, session: SecretSession | None, md5: bool) -> None:
         self.stream, self.hold, self.session = stream, hold, session
-        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False) if md5 else None
         self.head = bytearray()
         self.total = 0
         self.secret_findings: list[Finding] = []
@@ -129,7 +129,8 @@ class _Reader:
                 self.session = None  # binary content: secrets are looked for in text, as in a file scan
             self.total += len(piece)
             self.sha256.update(piece)
-            self.md5.update(piece)
+            if self.md5 is not None:
+                self.md5.update(piece)
             if len(self.head) < self.hold:
                 self.head += piece[: self.hold - len(self.head)]
             if self.session is not None:
@@ -149,7 +150,7 @@ def scan_object(obj: StoredObject, options: StorageScanOptions) -> ObjectResult:
     signature: str | None = None
     try:
         with obj.open() as stream:
-            reader = _Reader(stream, options.hold_bytes, session)
+            reader = _Reader(stream, options.hold_bytes, session, judge.wants_md5)
             chunks = reader.chunks()
             if options.clamd is not None:
                 signature = _clamav(options.clamd, chunks, errors)
@@ -165,7 +166,8 @@ def scan_object(obj: StoredObject, options: StorageScanOptions) -> ObjectResult:
     for f in findings:
         f.location.update(where)
     complete = not errors and reader.total >= obj.size
-    sha256, md5 = reader.sha256.hexdigest(), reader.md5.hexdigest()
+    sha256 = reader.sha256.hexdigest()
+    md5 = reader.md5.hexdigest() if reader.md5 is not None else None
     if complete:
         findings += judge.hash_findings(obj.key, target, where, sha256=sha256, md5=md5, size=reader.total)
     head = bytes(reader.head)
