@@ -169,13 +169,17 @@ class _LayerStore:
                # stored without their target: the same layer belongs to many images
                "findings": [f.model_dump(mode="json", exclude={"target", "fingerprint"})
                             for f in self.found.get(index, [])]}
-        path = self._path(digest)
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as handle:
-                json.dump(doc, handle)
-            tmp.replace(path)
+        _write_json_gz(self._path(digest), doc)
+
+
+def _write_json_gz(path: Path, doc: dict[str, Any]) -> None:
+    """Write atomically (a reader never sees half a file); an unwritable cache only costs speed."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as handle:
+            json.dump(doc, handle)
+        tmp.replace(path)
 
 
 def _versions(options: ImageScanOptions) -> str:
@@ -211,12 +215,7 @@ def _save_summary(path: Path, found: LayerYield) -> None:
            "packages": [dataclasses.asdict(p) for p in found.catalog.packages], "catalog_errors": found.catalog.errors,
            "content": [f.model_dump(mode="json", exclude={"target", "fingerprint"}) for f in found.content],
            "errors": found.errors, "skipped": found.skipped, "files": found.files, "layers": found.layers}
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as handle:
-            json.dump(doc, handle)
-        tmp.replace(path)
+    _write_json_gz(path, doc)
 
 
 def _load_summary(path: Path, target: Target) -> LayerYield | None:

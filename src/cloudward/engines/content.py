@@ -24,7 +24,7 @@ from cloudward.engines import subject_rules
 from cloudward.engines.iocs import Iocs, load_iocs
 from cloudward.engines.yara import YaraRules, YaraScanError, load_rules
 
-__all__ = ["ENGINE", "ContentJudge", "load_content_judge"]
+__all__ = ["ENGINE", "ContentJudge", "load_content_judge", "unique"]
 
 ENGINE = "content"
 
@@ -68,7 +68,7 @@ class ContentJudge:
                      "name": posixpath.basename(path), "sha256": digest, "size": len(data), "file_rules": names,
                      "executable": executable, "description": str(match.meta.get("description", ""))}
             out.extend(self._judge("yara_match", facts, target, location, path))
-        return _unique(out)
+        return unique(out)
 
     def hash_findings(self, path: str, target: Target, location: Mapping[str, Any], *, sha256: str,
                       md5: str | None = None, size: int | None = None) -> list[Finding]:
@@ -83,7 +83,7 @@ class ContentJudge:
                      "ioc_source": indicator.source, "ioc_date": indicator.date, "ioc_note": indicator.note,
                      "size": size}
             out.extend(self._judge("hash_ioc", facts, target, location, path))
-        return _unique(out)
+        return unique(out)
 
     def clamav_findings(self, signature: str, path: str, target: Target, location: Mapping[str, Any], *,
                         size: int | None = None) -> list[Finding]:
@@ -105,8 +105,9 @@ class ContentJudge:
         return out
 
 
-def _unique(findings: list[Finding]) -> list[Finding]:
-    """Two YARA rules that map to one content rule on one file are one finding."""
+def unique(findings: list[Finding]) -> list[Finding]:
+    """Findings with distinct fingerprints, first kept (two YARA rules mapping to one content rule
+    on one file are one finding)."""
     seen: set[str] = set()
     out = []
     for finding in findings:

@@ -29,7 +29,7 @@ from cloudward.core.scan import ScanResult, ScanStatus
 from cloudward.core.severity import Category
 from cloudward.engines.archives import ArchiveLimits, archive_kind, iter_archive
 from cloudward.engines.blobs import Blob, ErrorCode, SourceError, SourceStats, sniff_encoding
-from cloudward.engines.content import ContentJudge
+from cloudward.engines.content import ContentJudge, unique
 from cloudward.storage.objects import StoredObject
 from cloudward.storage.state import ScanState
 
@@ -184,7 +184,7 @@ def scan_object(obj: StoredObject, options: StorageScanOptions) -> ObjectResult:
         blob = (Blob.from_bytes(obj.key, head, dict(where)) if held_all
                 else Blob(origin=obj.key, size=obj.size, location=dict(where), opener=obj.open))
         findings += _archive(blob, obj, target, options, errors)
-    findings = _unique(findings)
+    findings = unique(findings)
     return ObjectResult(obj, verdict_of(findings, bool(errors)), findings, errors, bytes_read=reader.total)
 
 
@@ -232,16 +232,6 @@ def _archive(blob: Blob, obj: StoredObject, target: Target, options: StorageScan
                 out += [f.retargeted(target, f"{path}\x1f{f.key}") for f in found]
     except Exception as exc:
         errors.append(f"archive: {type(exc).__name__}: {exc}")
-    return out
-
-
-def _unique(findings: list[Finding]) -> list[Finding]:
-    seen: set[str] = set()
-    out = []
-    for finding in findings:
-        if finding.fingerprint not in seen:
-            seen.add(finding.fingerprint)
-            out.append(finding)
     return out
 
 
