@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import sqlite3
 import struct
 import subprocess
@@ -515,10 +514,8 @@ def test_go_buildinfo_truncated(cut: int, noise: bytes) -> None:
 # --- this machine ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    shutil.which("dpkg-query") is None or not Path("/var/lib/dpkg/status").exists(), reason="not a dpkg host"
-)
 def test_this_machine_dpkg_count() -> None:
+    """This Debian machine (and CI's): every package dpkg lists as installed, and no more."""
     result = catalog(DirectoryView("/"), only=["dpkg"])
     assert result.errors == []
     out = subprocess.run(
