@@ -22,25 +22,28 @@ from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.engines.conditions import MISSING, Predicate, compile_condition, lookup
 
-__all__ = ["CompiledRule", "compile_rules", "evaluate", "validate_rule"]
+__all__ = ["CompiledRule", "compile_rules", "evaluate", "validate_match", "validate_rule"]
 
-_MATCH_KEYS = {"engine", "subject", "when", "evidence"}
-
-
-def validate_rule(rule: Rule) -> None:
-    """Load-time check of a subject rule's match block (raises ValueError)."""
+def validate_match(rule: Rule, selector: str = "subject") -> None:
+    """Load-time check of a match block that picks what it judges by `selector` (`subject` for host
+    and image rules, `service` for exposure rules) and decides with `when` (raises ValueError)."""
     match = rule.match
-    unknown = set(match) - _MATCH_KEYS
+    unknown = set(match) - {"engine", selector, "when", "evidence"}
     if unknown:
         raise ValueError(f"unknown match keys: {', '.join(sorted(unknown))}")
-    if not isinstance(match.get("subject"), str) or not match["subject"]:
-        raise ValueError("match.subject must name a subject")
+    if not isinstance(match.get(selector), str) or not match[selector]:
+        raise ValueError(f"match.{selector} must name a {selector}")
     if "when" not in match:
         raise ValueError("match.when is required")
     compile_condition(match["when"])
     evidence = match.get("evidence", [])
     if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
         raise ValueError("match.evidence must be a list of fact names")
+
+
+def validate_rule(rule: Rule) -> None:
+    """Load-time check of a subject rule's match block (raises ValueError)."""
+    validate_match(rule, "subject")
 
 
 @dataclass(frozen=True)

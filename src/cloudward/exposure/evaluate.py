@@ -18,25 +18,13 @@ from typing import Any
 from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.engines.conditions import MISSING, Predicate, compile_condition, lookup
+from cloudward.engines.subject_rules import validate_match
 from cloudward.exposure.probes.base import Observation
-
-_MATCH_KEYS = {"engine", "service", "when", "evidence"}
 
 
 def validate_rule(rule: Rule) -> None:
     """Load-time check of an exposure rule's match block (raises ValueError)."""
-    match = rule.match
-    unknown = set(match) - _MATCH_KEYS
-    if unknown:
-        raise ValueError(f"unknown match keys: {', '.join(sorted(unknown))}")
-    if not isinstance(match.get("service"), str) or not match["service"]:
-        raise ValueError("match.service must name a service")
-    if "when" not in match:
-        raise ValueError("match.when is required")
-    compile_condition(match["when"])
-    evidence = match.get("evidence", [])
-    if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
-        raise ValueError("match.evidence must be a list of fact names")
+    validate_match(rule, "service")
 
 
 @dataclass(frozen=True)
