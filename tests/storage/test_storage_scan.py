@@ -242,3 +242,20 @@ def test_special_files_are_named_not_opened(tmp_path: Path, config: Path) -> Non
     [error] = doc["scan"]["errors"]
     assert error["target"].endswith("/pipe") and "not a regular file" in error["message"]
     assert "ok.json" in by_key(doc)
+
+
+def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    for key, data in CORPUS.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    docs = []
+    for processes in ("1", "2"):
+        config = tmp_path / f"c{processes}.toml"
+        config.write_text(f'data_dir = "{tmp_path / ("data" + processes)}"\n')
+        doc, output = run(config, str(root), "--processes", processes)
+        docs.append(doc)
+        assert SECRET not in output
+    one, two = ([f["fingerprint"] for f in doc["findings"]] for doc in docs)
+    assert sorted(one) == sorted(two)
+    assert docs[1]["scan"]["stats"]["objects"] == len(CORPUS)

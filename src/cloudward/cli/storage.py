@@ -56,6 +56,9 @@ IocsOption = typer.Option(None, "--iocs", metavar="FILE", help="Add the indicato
                           "sha256/md5 kinds match files).")
 NoSecretsOption = typer.Option(False, "--no-secrets", help="Do not look for leaked credentials.")
 RescanOption = typer.Option(False, "--rescan", help="Read every object again, even unchanged ones.")
+ProcessesOption = typer.Option(0, "--processes", min=0, max=64, help="Judge local files in this many processes "
+                               "(0: one per CPU, up to 8; YARA holds the interpreter lock, so processes, not "
+                               "threads, use more cores). S3 objects are read by threads.")
 ActionOption = typer.Option(None, "--action", metavar="SPEC",
                             help="What to do with each verdict (repeatable): tag, quarantine=s3://bucket/prefix, "
                             "promote=s3://bucket/prefix (clean objects), webhook=URL (the prefixes are "
@@ -126,6 +129,24 @@ def storage_actions(specs: list[str] | None, *, quarantine_on: str | None, notif
     return Actions(parsed, s3=s3, quarantine_on=quarantine, notify_on=notify)
 
 
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(recipe: dict[str, Any]) -> None:
+    """In a worker process: build the same judge and secret scanner the parent built. Ctrl-C is the
+    parent's to handle (it reports what was scanned); workers ignore it and end with the pool."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER["options"] = storage_options(**recipe, remember=False)
+
+
+def _worker_scan(obj: Any) -> Any:
+    from cloudward.storage.scan import scan_object
+
+    return scan_object(obj, _WORKER["options"])
+
+
 def storage_options(config: Path | None, *, rules_dir: list[Path] | None = None, yara_rules: list[Path] | None = None,
                     iocs: list[Path] | None = None, clamd: str | None = None, no_secrets: bool = False,
                     concurrency: int = 8, rescan: bool = False, remember: bool = True) -> StorageScanOptions:
@@ -168,6 +189,7 @@ def scan(
     iocs: list[Path] = IocsOption,
     no_secrets: bool = NoSecretsOption,
     rescan: bool = RescanOption,
+    processes: int = ProcessesOption,
     action: list[str] = ActionOption,
     quarantine_on: str | None = QuarantineOnOption,
     notify_on: str | None = NotifyOnOption,
@@ -193,8 +215,19 @@ def scan(
                               allow_http_webhook=allow_http_webhook, endpoint_url=endpoint_url, region=region,
                               concurrency=concurrency)
     actions.check_targets(list(targets))
-    options = storage_options(config, rules_dir=rules_dir, yara_rules=yara_rules, iocs=iocs, clamd=clamd,
-                              no_secrets=no_secrets, concurrency=concurrency, rescan=rescan)
+    recipe: dict[str, Any] = {"config": config, "rules_dir": rules_dir, "yara_rules": yara_rules, "iocs": iocs,
+                              "clamd": clamd, "no_secrets": no_secrets, "concurrency": concurrency}
+    options = storage_options(**recipe, rescan=rescan)
+    if processes == 0:
+        import os
+
+        processes = min(8, os.cpu_count() or 1) if any(not t.startswith("s3://") for t in targets) else 1
+    if processes > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        options.processes = ProcessPoolExecutor(max_workers=processes, initializer=_worker_init, initargs=(recipe,))
+        options.process_scan = _worker_scan
+        options.concurrency = max(options.concurrency, processes)
     result = ScanResult(kind="storage", targets=list(targets))
     client = actions.s3
     listed_any = False
@@ -230,6 +263,8 @@ def scan(
                 options.state.forget(url)
             options.state.close()
         actions.close()
+        if options.processes is not None:
+            options.processes.shutdown(cancel_futures=True)
     if actions:
         totals.update(actions.stats)
     if "seconds" in totals:

@@ -10,6 +10,7 @@ given or block on a FIFO).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -240,10 +241,12 @@ def iter_local(root: str, errors: Callable[[str, str], None]) -> Iterator[Stored
                 errors(entry.path, "not a regular file (FIFO, socket or device): not read")
 
 
-def _local(path: str, key: str, info: os.stat_result) -> StoredObject:
-    def opener() -> BinaryIO:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        return os.fdopen(fd, "rb", buffering=1024 * 1024)
+def _open_local(path: str) -> BinaryIO:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    return os.fdopen(fd, "rb", buffering=1024 * 1024)
 
+
+def _local(path: str, key: str, info: os.stat_result) -> StoredObject:
+    # a partial of a module function, not a closure: local objects can be sent to worker processes
     return StoredObject(url=os.path.abspath(path), key=key, size=info.st_size,
-                        etag=f"{info.st_size}-{info.st_mtime_ns}", opener=opener)
+                        etag=f"{info.st_size}-{info.st_mtime_ns}", opener=functools.partial(_open_local, path))

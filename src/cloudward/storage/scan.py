@@ -20,7 +20,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -73,6 +73,10 @@ class StorageScanOptions:
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
     state: ScanState | None = None
     rescan: bool = False
+    # local files can be judged in worker processes (yara-x holds the GIL, so threads do not add
+    # cores): `processes` submits scan functions that run there; S3 objects stay on threads
+    processes: Executor | None = None
+    process_scan: Callable[[StoredObject], ObjectResult] | None = None
 
     @property
     def ruleset(self) -> str:
@@ -282,7 +286,10 @@ def scan_objects(objects: Iterable[StoredObject], options: StorageScanOptions, r
                 if known is not None:
                     finish(known)
                     continue
-                pending.add(pool.submit(scan_object, obj, options))
+                if options.processes is not None and options.process_scan is not None and obj.bucket is None:
+                    pending.add(options.processes.submit(options.process_scan, obj))
+                else:
+                    pending.add(pool.submit(scan_object, obj, options))
                 if len(pending) >= options.concurrency * 2:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
