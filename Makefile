@@ -19,3 +19,5 @@ bench:
 	.venv/bin/python benchmarks/container/run.py
 	benchmarks/workload/setup
 	.venv/bin/python benchmarks/workload/run.py
+	.venv/bin/python benchmarks/storage/run.py
+	.venv/bin/python benchmarks/storage/upload_latency.py
