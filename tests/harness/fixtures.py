@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness.services import (
+    ClamdService,
     PostgresService,
     Service,
     ServicePool,
@@ -123,8 +124,9 @@ def registry_server() -> Iterator[Service]:
 
 
 @pytest.fixture(scope="session")
-def clamd_server() -> Iterator[Service]:
-    """clamd with test signatures (EICAR, CLAMD_MARKER); ``.socket`` and ``.port`` (TCP)."""
+def clamd_server() -> Iterator[ClamdService]:
+    """clamd with test signatures (EICAR, CLAMD_MARKER); ``.socket`` and ``.port`` (TCP), or
+    ``.unix_address`` and ``.tcp_address`` for the client."""
     with start_clamd() as service:
         yield service
 

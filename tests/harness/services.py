@@ -560,27 +560,48 @@ EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
 CLAMD_MARKER = b"CLOUDWARD-CLAMD-TEST-MARKER-7f3a"  # the default body signature's bytes
 
 
+class ClamdService(Service):
+    """A clamd listening on both a unix socket (``socket``, in its directory) and TCP (``port``)."""
+
+    def __init__(self, host: str = LOOPBACK) -> None:
+        super().__init__("clamd", host)
+        self.socket = self.dir / "clamd.ctl"
+
+    @property
+    def unix_address(self) -> str:
+        return f"unix:{self.socket}"
+
+    @property
+    def tcp_address(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+
 def start_clamd(signatures: dict[str, str] | None = None, *, stream_max: str = "64M",
-                host: str = LOOPBACK, timeout: float = 60.0) -> Service:
+                host: str = LOOPBACK, timeout: float = 60.0) -> ClamdService:
     """clamd with its own signature database (no internet here, so no official one): EICAR by MD5
     (`.hdb`) and CLAMD_MARKER as a body signature (`.ndb`), plus `signatures` (file name -> text).
-    Listens on a unix socket (``service.socket``) and on TCP (``service.port``), loopback only."""
-    service = Service("clamd", host)
+    Listens on a unix socket (``service.socket``) and on TCP (``service.port``), loopback only.
+
+    Never reads /etc/clamav: the Debian clamd/freshclam services are not needed (and not started).
+    With a tiny database clamd answers PING within about 0.05 s.  Its log goes to ``clamd.log``
+    and, in the foreground, to stderr too, so a bad signature file shows in the start error."""
+    service = ClamdService(host)
     with service.cleanup_on_error():
         db = service.dir / "db"
         db.mkdir()
         (db / "cloudward-test.hdb").write_text(f"{EICAR_MD5}:68:Cloudward.Test.EICAR\n")
         (db / "cloudward-test.ndb").write_text(f"Cloudward.Test.Marker:0:*:{CLAMD_MARKER.hex()}\n")
         for name, text in (signatures or {}).items():
+            if Path(name).name != name or name in {".", ".."}:
+                raise ValueError(f"a signature file is named by a plain file name, not {name!r}")
             (db / name).write_text(text)
-        service.socket = service.dir / "clamd.ctl"  # type: ignore[attr-defined]
         config = service.dir / "clamd.conf"
         config.write_text(
-            f"LocalSocket {service.socket}\nTCPSocket {service.port}\nTCPAddr {host}\n"  # type: ignore[attr-defined]
+            f"LocalSocket {service.socket}\nTCPSocket {service.port}\nTCPAddr {host}\n"
             f"DatabaseDirectory {db}\nForeground yes\nLogFile {service.dir / 'clamd.log'}\n"
             f"PidFile {service.dir / 'clamd.pid'}\nTemporaryDirectory {service.dir}\n"
             f"StreamMaxLength {stream_max}\nMaxThreads 4\nUser root\nLogSyslog no\n")
-        service.launch(["clamd", "-c", str(config)], ready=lambda s: _clamd_pong(s), timeout=timeout)
+        service.launch(["clamd", "-c", str(config)], ready=_clamd_pong, timeout=timeout)
     return service
 
 

@@ -3,10 +3,12 @@ unix socket and TCP on loopback; and against fake daemons that misbehave."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +16,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cloudward.cli.app import app
-from cloudward.storage.clamd import Clamd, ClamdError
-from tests.harness.services import CLAMD_MARKER, Service, free_port, start_clamd
+from cloudward.storage.clamd import MAX_REPLY, Clamd, ClamdError, ClamdVerdict
+from tests.harness.services import CLAMD_MARKER, ClamdService, free_port, start_clamd
 
 EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
 
 
-def test_eicar_over_unix_socket_and_tcp(clamd_server: Service) -> None:
-    for address in (f"unix:{clamd_server.socket}", f"tcp://127.0.0.1:{clamd_server.port}"):  # type: ignore[attr-defined]
+def test_eicar_over_unix_socket_and_tcp(clamd_server: ClamdService) -> None:
+    for address in (clamd_server.unix_address, clamd_server.tcp_address, f"127.0.0.1:{clamd_server.port}"):
         client = Clamd(address)
         client.ping()
         assert client.version().startswith("ClamAV")
@@ -31,19 +33,44 @@ def test_eicar_over_unix_socket_and_tcp(clamd_server: Service) -> None:
         assert not clean.infected and clean.error is None
 
 
-def test_body_signature_in_the_middle_of_a_streamed_file(clamd_server: Service) -> None:
+def test_body_signature_in_the_middle_of_a_streamed_file(clamd_server: ClamdService) -> None:
     data = b"A" * (3 * 1024 * 1024) + CLAMD_MARKER + b"B" * (2 * 1024 * 1024)
-    verdict = Clamd(str(clamd_server.socket), chunk_size=64 * 1024).scan_stream(io.BytesIO(data))  # type: ignore[attr-defined]
+    read_sizes: list[int] = []
+
+    class Reader(io.BytesIO):
+        def read(self, size: int | None = -1, /) -> bytes:
+            read_sizes.append(-1 if size is None else size)
+            return super().read(size)
+
+    verdict = Clamd(str(clamd_server.socket), chunk_size=64 * 1024).scan_stream(Reader(data))
     assert verdict.infected and verdict.signature == "Cloudward.Test.Marker.UNOFFICIAL"
+    assert set(read_sizes) == {64 * 1024}  # pulled chunk by chunk, never read whole
+
+
+BLOB = b"a blob the second clamd knows by MD5 only\n"
 
 
 @pytest.fixture(scope="module")
-def small_clamd() -> Iterator[Service]:
-    with start_clamd(stream_max="1M") as service:
+def small_clamd() -> Iterator[ClamdService]:
+    """StreamMaxLength 1M, and an extra signature file passed through `signatures`."""
+    extra = f"{hashlib.md5(BLOB).hexdigest()}:{len(BLOB)}:Cloudward.Test.Extra\n"
+    with start_clamd({"extra.hdb": extra}, stream_max="1M") as service:
         yield service
 
 
-def test_stream_above_the_limit_is_a_verdict_error_and_the_rest_is_not_pulled(small_clamd: Service) -> None:
+def test_extra_signature_files(small_clamd: ClamdService) -> None:
+    verdict = Clamd(small_clamd.unix_address).scan_bytes(BLOB)
+    assert verdict.infected and verdict.signature == "Cloudward.Test.Extra.UNOFFICIAL"
+
+
+def test_stream_at_the_limit_is_still_scanned(small_clamd: ClamdService) -> None:
+    verdict = Clamd(small_clamd.unix_address).scan_bytes(b"x" * (1024 * 1024))
+    assert verdict == ClamdVerdict(infected=False)
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_stream_above_the_limit_is_a_verdict_error_and_the_rest_is_not_pulled(
+        small_clamd: ClamdService, transport: str) -> None:
     pulled = []
 
     def chunks() -> Iterator[bytes]:
@@ -51,7 +78,8 @@ def test_stream_above_the_limit_is_a_verdict_error_and_the_rest_is_not_pulled(sm
             pulled.append(i)
             yield b"x" * (1024 * 1024)
 
-    verdict = Clamd(str(small_clamd.socket)).scan_stream(chunks())  # type: ignore[attr-defined]
+    address = small_clamd.unix_address if transport == "unix" else small_clamd.tcp_address
+    verdict = Clamd(address).scan_stream(chunks())
     assert not verdict.infected and verdict.error and "limit" in verdict.error.lower()
     assert len(pulled) < 40
 
@@ -67,7 +95,9 @@ def test_bad_address_is_a_value_error() -> None:
         Clamd("not an address")
 
 
-def _fake(reply: bytes, endless: bool = False) -> tuple[int, threading.Thread]:
+def _fake(reply: bytes, endless: bool = False, trickle: bool = False) -> tuple[int, threading.Thread]:
+    """A "clamd" on a loopback port that answers `reply`, or a line without end: 800 KiB at once
+    (`endless`) or a byte every 50 ms (`trickle`)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -80,6 +110,10 @@ def _fake(reply: bytes, endless: bool = False) -> tuple[int, threading.Thread]:
                 if endless:
                     for _ in range(200):
                         conn.sendall(b"A" * 4096)
+                elif trickle:
+                    for _ in range(200):
+                        conn.sendall(b"A")
+                        time.sleep(0.05)
                 else:
                     conn.sendall(reply)
             except OSError:
@@ -93,22 +127,32 @@ def _fake(reply: bytes, endless: bool = False) -> tuple[int, threading.Thread]:
 @pytest.mark.parametrize(("reply", "endless", "match"), [
     (b"hello, not clamd\n", False, "unexpected answer"),
     (b"", False, "empty answer"),
-    (b"", True, "longer than"),
+    (b"", True, f"longer than {MAX_REPLY} bytes"),
 ])
 def test_misbehaving_daemon(reply: bytes, endless: bool, match: str) -> None:
     port, thread = _fake(reply, endless)
-    with pytest.raises(ClamdError, match=match):
+    with pytest.raises(ClamdError, match=match) as err:
         Clamd(f"127.0.0.1:{port}", timeout=5).scan_bytes(b"data")
+    assert f"127.0.0.1:{port}" in str(err.value)
     thread.join(5)
 
 
-def test_storage_scan_with_clamd(clamd_server: Service, tmp_path: Path) -> None:
+def test_a_trickled_answer_is_bounded_in_time() -> None:
+    port, thread = _fake(b"", trickle=True)  # each byte well within the timeout, the line never ends
+    began = time.monotonic()
+    with pytest.raises(ClamdError, match="no answer within 1s"):
+        Clamd(f"127.0.0.1:{port}", timeout=1).ping()
+    assert time.monotonic() - began < 3
+    thread.join(15)
+
+
+def test_storage_scan_with_clamd(clamd_server: ClamdService, tmp_path: Path) -> None:
     root = tmp_path / "files"
     root.mkdir()
     (root / "eicar.com").write_bytes(EICAR)
     (root / "notes.txt").write_text("nothing to see\n")
     (tmp_path / "cloudward.toml").write_text(f'data_dir = "{tmp_path / "data"}"\n')
-    result = CliRunner().invoke(app, ["storage", "scan", str(root), "--clamd", f"unix:{clamd_server.socket}",  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["storage", "scan", str(root), "--clamd", clamd_server.unix_address,
                                       "--no-store", "-f", "json", "--config", str(tmp_path / "cloudward.toml")])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -51,9 +52,16 @@ class Clamd:
         return sock
 
     def _reply(self, sock: socket.socket) -> str:
+        """One line, bounded in size (MAX_REPLY) and in time: the whole answer must arrive within
+        `timeout`, so a peer trickling bytes cannot hold the caller either."""
         data = bytearray()
+        deadline = time.monotonic() + self.timeout
         try:
             while b"\0" not in data and b"\n" not in data:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
                 piece = sock.recv(4096)
                 if not piece:
                     break
