@@ -28,13 +28,18 @@ PolicyOption = typer.Option(None, "--policy", metavar="FILE", help="Policy file 
 MaxSeverityOption = typer.Option(None, "--max-severity", help="Deny images with a finding at or above this severity "
                                  "(default critical).")
 RegistryOption = typer.Option(None, "--allowed-registry", metavar="HOST[/PATH]",
-                              help="Only images from here (repeatable; docker.io short names are normalised).")
-FailOpenOption = typer.Option(None, "--fail-open/--fail-closed", help="When an image is not scanned in time: allow "
-                              "with a warning, or deny (default: fail-closed).")
+                              help="Only images from here (repeatable; docker.io short names are normalised); "
+                                   "others are denied without being fetched.")
+FailOpenOption = typer.Option(None, "--fail-open/--fail-closed",
+                              help="When an image cannot be judged in time (still being scanned, or unreadable) or "
+                                   "a request is malformed: allow with a warning, or deny (default: fail-closed).")
 TlsCertOption = typer.Option(None, "--tls-cert", help="PEM certificate (chain) the API server trusts.")
 TlsKeyOption = typer.Option(None, "--tls-key", help="PEM private key of the certificate.")
 ReviewFileArgument = typer.Argument(..., metavar="FILE", help="An AdmissionReview JSON document ('-' for stdin).")
-TimeoutOption = typer.Option(None, "--scan-timeout", min=0.5, max=29.0, help="Seconds to wait for a scan per request.")
+TimeoutOption = typer.Option(None, "--scan-timeout", min=0.5, max=29.0,
+                             help="Seconds a request waits for image scans (default 8; keep it below the "
+                                  "webhook's timeoutSeconds).")
+WorkersOption = typer.Option(2, "--scan-workers", min=1, max=32, help="Images scanned at the same time.")
 
 
 def _policy(policy_file: Path | None, max_severity: str | None, allowed: list[str] | None, fail_open: bool | None,
@@ -62,12 +67,15 @@ def _policy(policy_file: Path | None, max_severity: str | None, allowed: list[st
 
 
 def _reviewer(policy: Policy, config: Path | None, insecure: bool, username: str | None,
-              password: str | None) -> Reviewer:
+              password: str | None, workers: int = 2) -> Reviewer:
     from cloudward.container.admission import Reviewer
     from cloudward.container.scan import scan_image
 
     options = scan_options(config, insecure=insecure, username=username, password=password)
-    return Reviewer(policy, lambda image: scan_image(image, options))
+    if options.advisories is not None and not options.advisories.is_file():
+        err_console().print(f"warning: no advisory database at {options.advisories}: image vulnerabilities are "
+                            "not checked (run `cloudward db update`)", highlight=False, soft_wrap=True)
+    return Reviewer(policy, lambda image: scan_image(image, options), workers=workers)
 
 
 @app.command("serve")
@@ -82,6 +90,7 @@ def serve(
     allowed_registry: list[str] = RegistryOption,
     fail_open: bool | None = FailOpenOption,
     scan_timeout: float | None = TimeoutOption,
+    scan_workers: int = WorkersOption,
     insecure: bool = InsecureOption,
     username: str | None = UsernameOption,
     password: str | None = PasswordOption,
@@ -92,7 +101,7 @@ def serve(
     from cloudward.core.errors import UsageError
 
     policy = _policy(policy_file, max_severity, allowed_registry, fail_open, scan_timeout)
-    reviewer = _reviewer(policy, config, insecure, username, password)
+    reviewer = _reviewer(policy, config, insecure, username, password, scan_workers)
     if insecure_http:
         err_console().print("warning: serving plain HTTP: the API server will not call it; for local tests only",
                             highlight=False)
