@@ -6,6 +6,8 @@ import json
 import re
 
 from cyclonedx.schema import SchemaVersion
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cyclonedx.validation.json import JsonStrictValidator
 
 from cloudward.container.sbom import to_cyclonedx, to_spdx
@@ -107,3 +109,49 @@ def test_spdx_required_fields() -> None:
     assert sum(r["relationshipType"] == "CONTAINS" for r in rels) == 4
     known = set(ids) | {"SPDXRef-DOCUMENT"}
     assert all(r["spdxElementId"] in known and r["relatedSpdxElement"] in known for r in rels)
+
+
+def _one(licenses: tuple[str, ...], name: str = "pkg", version: str = "1.0") -> CatalogResult:
+    return CatalogResult(distro=None, packages=[
+        Package(name=name, version=version, type="python", purl=f"pkg:pypi/{name}@{version}", ecosystem="PyPI",
+                locations=("/x",), licenses=licenses)])
+
+
+def test_cyclonedx_licences_ids_expressions_and_names() -> None:
+    cases = {
+        ("mit",): [{"license": {"id": "MIT"}}],  # case repaired to the SPDX id
+        ("GPL-2.0-or-later OR MIT",): [{"expression": "GPL-2.0-or-later OR MIT"}],
+        ("BSD License",): [{"license": {"name": "BSD License"}}],
+        ("MIT", "Apache-2.0"): [{"license": {"id": "MIT"}}, {"license": {"id": "Apache-2.0"}}],
+        # a list may not mix an expression with licences: folded into one expression
+        ("MIT", "GPL-2.0-only OR BSD-3-Clause"): [{"expression": "(MIT) AND (GPL-2.0-only OR BSD-3-Clause)"}],
+    }
+    for licenses, expected in cases.items():
+        text = to_cyclonedx(_one(licenses), IMAGE)
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None, licenses
+        assert json.loads(text)["components"][0]["licenses"] == expected, licenses
+
+
+def test_cyclonedx_reads_back_through_the_library() -> None:
+    """The reference model deserializes what we write: same components, purls and graph."""
+    from cyclonedx.model.bom import Bom
+
+    doc = json.loads(to_cyclonedx(RESULT, IMAGE))
+    bom = Bom.from_json(doc)  # type: ignore[attr-defined]
+    purls = sorted(str(c.purl) for c in bom.components if c.purl is not None)
+    assert purls == sorted(p.purl for p in RESULT.packages)
+    root = next(d for d in bom.dependencies if str(d.ref) == "subject")
+    assert len(root.dependencies) == len(RESULT.packages) + 1  # the OS and every package
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.text(min_size=1, max_size=30),
+    version=st.text(min_size=1, max_size=20),
+    licenses=st.lists(st.text(min_size=1, max_size=40), max_size=3),
+)
+def test_cyclonedx_any_package_strings_stay_schema_valid(name: str, version: str, licenses: list[str]) -> None:
+    result = CatalogResult(distro=None, packages=[
+        Package(name=name, version=version, type="npm", purl="pkg:npm/x@1", ecosystem="npm",
+                locations=(name,), licenses=tuple(licenses))])
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(to_cyclonedx(result, IMAGE)) is None

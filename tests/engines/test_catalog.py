@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sqlite3
 import struct
 import subprocess
@@ -16,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudward.engines.catalog import CatalogError, CatalogResult, DirectoryView, FileView, catalog, wanted
+from cloudward.engines.catalog import CatalogError, CatalogResult, DirectoryView, FileView, Package, catalog, wanted
 from cloudward.engines.catalog.apk import parse_apk
 from cloudward.engines.catalog.dpkg import parse_stanzas
 from cloudward.engines.catalog.golang import condense_go, parse_buildinfo
+from cloudward.engines.catalog.java import condense_java, scan_archive
 from cloudward.engines.catalog.rpm import parse_header
 
 DPKG_STATUS = """\
@@ -171,7 +173,8 @@ def go_binary(go_version: str = "go1.21.5") -> bytes:
 
 
 def jar(
-    pom: tuple[str, str, str] | None = None, manifest: str | None = None, nested: dict[str, bytes] | None = None
+    pom: tuple[str, str, str] | None = None, manifest: str | None = None, nested: dict[str, bytes] | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -182,7 +185,7 @@ def jar(
             zf.writestr(
                 f"META-INF/maven/{g}/{a}/pom.properties", f"#generated\ngroupId={g}\nartifactId={a}\nversion={v}\n"
             )
-        for name, data in (nested or {}).items():
+        for name, data in {**(nested or {}), **(extra or {})}.items():
             zf.writestr(name, data)
         zf.writestr("com/example/A.class", b"\xca\xfe\xba\xbe")
     return buf.getvalue()
@@ -611,3 +614,35 @@ def test_jar_without_pom_properties(tmp_path: Path, file_name: str, manifest: st
 def test_jar_without_any_identity_yields_nothing(tmp_path: Path) -> None:
     put(tmp_path, "/opt/app/lib/thing.jar", jar(manifest="Manifest-Version: 1.0\nImplementation-Version: oops x\n"))
     assert catalog(DirectoryView(tmp_path), only=["java"]).packages == []
+
+
+def _archive_result(data: bytes, location: str) -> tuple[list[Package] | None, str | None]:
+    try:
+        return scan_archive(data, location), None
+    except CatalogError as exc:
+        return None, str(exc)
+
+
+@pytest.mark.parametrize("name, data", [
+    ("app.war", jar(pom=("org.acme", "web", "1.0"), manifest="Implementation-Title: web\n",
+                    nested={"WEB-INF/lib/slf4j-api-2.0.9.jar": jar(pom=("org.slf4j", "slf4j-api", "2.0.9")),
+                            "WEB-INF/lib/caffeine-3.2.2.jar": jar(manifest="Implementation-Version: 3.2.2\n"),
+                            "WEB-INF/lib/broken.jar": GARBAGE})),
+    ("caffeine-3.2.2.jar", jar(manifest="Implementation-Title: caffeine\nImplementation-Version: 3.2.2\n")),
+    ("broken.jar", GARBAGE),
+    ("bomb.jar", zip_bomb()),
+])
+def test_condensed_java_archive_catalogs_the_same(name: str, data: bytes) -> None:
+    """The layer cache keeps a condensed jar: the cataloger must see exactly what the whole one gives
+    (packages, or the same error), and the condensed form must not be larger."""
+    condensed = condense_java(io.BytesIO(data))
+    assert condensed is not None and len(condensed) <= max(len(data), 1024)
+    assert _archive_result(condensed, f"/opt/{name}") == _archive_result(data, f"/opt/{name}")
+
+
+def test_condensed_jar_drops_the_classes() -> None:
+    classes = {f"org/acme/C{i}.class": os.urandom(2048) for i in range(50)}
+    data = jar(pom=("org.acme", "core", "2.1"), extra=classes)
+    condensed = condense_java(io.BytesIO(data))
+    assert condensed is not None and len(condensed) < len(data) // 20
+    assert [p.purl for p in scan_archive(condensed, "/a.jar")] == ["pkg:maven/org.acme/core@2.1"]

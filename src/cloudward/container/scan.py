@@ -52,7 +52,7 @@ __all__ = [
     "scan_images",
 ]
 
-ANALYZER_VERSION = "2"  # bump when catalogers or content scanners change what a layer yields
+ANALYZER_VERSION = "3"  # bump when catalogers or content scanners change what a layer yields
 SCANNERS = ("vuln", "secret", "malware", "config")
 
 # Ports whose service, reachable without authentication, is how crews like TeamTNT get in.

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cloudward.container.image import Image, ImageError
 from cloudward.container.sources._store import BlobStore
 from cloudward.container.sources.archive import open_archive
-from cloudward.container.sources.engine import open_engine
 from cloudward.container.sources.oci import open_oci
-from cloudward.container.sources.registry import list_repositories, list_tags, open_registry
+
+if TYPE_CHECKING:
+    from cloudward.container.sources.engine import open_engine
+    from cloudward.container.sources.registry import list_repositories, list_tags, open_registry
 
 __all__ = [
     "list_repositories",
@@ -21,6 +24,19 @@ __all__ = [
     "open_oci",
     "open_registry",
 ]
+
+
+_NETWORKED = {"open_engine": "engine", "list_repositories": "registry", "list_tags": "registry",
+              "open_registry": "registry"}
+
+
+def __getattr__(name: str) -> Any:
+    """The engine and registry sources load httpx (50 ms): only when a reference needs the network."""
+    if name in _NETWORKED:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_NETWORKED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_image(reference: str, *, insecure: bool = False, platform: str = "linux/amd64",
@@ -35,6 +51,8 @@ def open_image(reference: str, *, insecure: bool = False, platform: str = "linux
         path, tag = _split_tag(reference.removeprefix("oci:"))
         return open_oci(path, tag, platform=platform, reference=reference)
     if reference.startswith("docker://"):
+        from cloudward.container.sources.engine import open_engine
+
         return open_engine(reference.removeprefix("docker://"), engine_url=engine_url)
     if os.path.isfile(reference):
         return _open_tar(reference, platform)
@@ -44,6 +62,8 @@ def open_image(reference: str, *, insecure: bool = False, platform: str = "linux
         return open_oci(reference, platform=platform, reference=reference)
     if reference.endswith(".tar") or (os.path.sep in reference and os.path.exists(reference)):
         raise ImageError(f"{reference}: no such file")
+    from cloudward.container.sources.registry import open_registry
+
     return open_registry(reference, insecure=insecure, platform=platform, username=username, password=password)
 
 

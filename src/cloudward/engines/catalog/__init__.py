@@ -71,12 +71,17 @@ def _wanted_whole(path: str) -> bool:
 
 def condenser(path: str) -> Callable[[IO[bytes]], bytes | None] | None:
     """For a wanted file: a function that reads it through and returns only what its cataloger
-    needs (Go binaries: the build info; anything else in a bin directory: nothing), or None when
+    needs (Go binaries: the build info; anything else in a bin directory: nothing; Java archives:
+    their manifests and pom.properties), or None when
     the whole file is needed."""
     if is_go_candidate(path) and not _wanted_whole(path):
         from cloudward.engines.catalog.golang import condense_go
 
         return condense_go
+    if path.rpartition("/")[2].lower().endswith((".jar", ".war", ".ear")):
+        from cloudward.engines.catalog.java import condense_java
+
+        return condense_java
     return None
 
 

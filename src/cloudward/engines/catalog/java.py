@@ -7,17 +7,20 @@ war/ear (or a fat jar) are opened one level deep only.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import warnings
 import zipfile
 from collections.abc import Iterator
+from typing import IO
 
 from packageurl import PackageURL
 
 from cloudward.engines.catalog.model import CatalogError, Distro, Package
 from cloudward.engines.catalog.view import FileView
 
-__all__ = ["ARCHIVE_SUFFIXES", "MAX_ENTRIES", "MAX_MEMBER", "catalog_java", "scan_archive"]
+__all__ = ["ARCHIVE_SUFFIXES", "MAX_ENTRIES", "MAX_MEMBER", "catalog_java", "condense_java", "scan_archive"]
 
 ARCHIVE_SUFFIXES = (".jar", ".war", ".ear")
 MAX_ENTRIES = 10_000
@@ -135,6 +138,47 @@ def scan_archive(data: bytes, location: str, nested: bool = True) -> list[Packag
                 raise
             raise CatalogError(f"{location}: {exc}") from exc
     return found
+
+
+def _is_metadata(name: str) -> bool:
+    return name == "META-INF/MANIFEST.MF" or (name.startswith("META-INF/maven/") and name.endswith("/pom.properties"))
+
+
+def _condensed(data: bytes, nested: bool) -> bytes:
+    """A stored (uncompressed) zip holding only the members `scan_archive` reads, under the same
+    names: the manifest, every pom.properties and, one level down, nested archives condensed the same
+    way. Raises what zipfile raises on a damaged archive, CatalogError past the bounds."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as kept, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a duplicate member name is kept as the original had it
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise CatalogError(f"{len(infos)} entries (limit {MAX_ENTRIES})")
+        for info in infos:
+            name = info.filename
+            if _is_metadata(name):
+                kept.writestr(name, _read(zf, info))
+            elif nested and name.lower().endswith(ARCHIVE_SUFFIXES) and not info.is_dir():
+                inner = _read(zf, info)
+                # a damaged inner archive is kept whole: scan_archive then reports it exactly as before
+                with contextlib.suppress(zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+                                         CatalogError):
+                    inner = _condensed(inner, nested=False)
+                kept.writestr(name, inner)
+    return out.getvalue()
+
+
+def condense_java(stream: IO[bytes]) -> bytes | None:
+    """What the Java cataloger needs of an archive, for the layer cache and the capture budget: a
+    60-jar application shrinks from megabytes to kilobytes, so caching a layer no longer means
+    recompressing every jar. A damaged or oversized archive is kept whole, so the cataloger reports
+    it exactly as before."""
+    data = stream.read()
+    try:
+        return _condensed(data, nested=True)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, CatalogError):
+        return data
 
 
 def catalog_java(view: FileView, distro: Distro | None) -> Iterator[Package]:
