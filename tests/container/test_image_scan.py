@@ -238,3 +238,43 @@ def test_damaged_layer_cache_is_a_miss(bad: Layout, tmp_path: Path, workdir: Pat
     second = json.loads(again.stdout)
     assert second["inventory"][0]["cached_layers"] == 1
     assert sorted(f["fingerprint"] for f in first["findings"]) == sorted(f["fingerprint"] for f in second["findings"])
+
+
+def _sbom_with_vulns(layout: Layout, workdir: Path, out: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["image", "sbom", layout.ref, "--vulns", "-o", str(out),
+                                      "--config", str(workdir / "cloudward.toml")])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def test_sbom_with_vulnerabilities_agrees_with_image_scan(bad: Layout, clean: Layout, workdir: Path,
+                                                          tmp_path: Path) -> None:
+    doc = _sbom_with_vulns(bad, workdir, tmp_path / "bad.json")
+    names = {c["bom-ref"]: c["name"] for c in doc["components"]}
+    affected = {(v["id"], names[a["ref"]]) for v in doc["vulnerabilities"] for a in v["affects"]}
+    scanned, _ = scan(workdir, bad.ref)
+    expected = {(f["evidence"]["advisory"], f["location"]["package"])
+                for f in by_rule(scanned)["package.known_vulnerability"]}
+    assert ("DSA-TEST-0001", "libwidget2") in affected
+    assert affected == expected
+    widget = next(v for v in doc["vulnerabilities"] if v["id"] == "DSA-TEST-0001")
+    assert widget["affects"][0]["versions"] == [{"version": "1:2.4-3", "status": "affected"}]
+    assert "1:2.4-3+deb12u1" in widget["recommendation"]
+    # the fixed image: the same advisories exist, none applies
+    assert _sbom_with_vulns(clean, workdir, tmp_path / "clean.json")["vulnerabilities"] == []
+
+
+def test_sbom_vulns_needs_cyclonedx_and_a_database(bad: Layout, tmp_path: Path) -> None:
+    from cloudward.core.errors import UsageError
+
+    spdx = CliRunner().invoke(app, ["image", "sbom", bad.ref, "--vulns", "--format", "spdx-json"])
+    assert isinstance(spdx.exception, UsageError) and "cyclonedx" in str(spdx.exception)
+    missing = CliRunner().invoke(app, ["image", "sbom", bad.ref, "--vulns", "--advisories", str(tmp_path / "no.db")])
+    assert isinstance(missing.exception, UsageError) and "db update" in str(missing.exception)
+    assert missing.exception.exit_code == 2

@@ -6,9 +6,9 @@ import json
 import re
 
 from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from cyclonedx.validation.json import JsonStrictValidator
 
 from cloudward.container.sbom import to_cyclonedx, to_spdx
 from cloudward.engines.catalog import CatalogResult, Distro, Package
@@ -155,3 +155,31 @@ def test_cyclonedx_any_package_strings_stay_schema_valid(name: str, version: str
         Package(name=name, version=version, type="npm", purl="pkg:npm/x@1", ecosystem="npm",
                 locations=(name,), licenses=tuple(licenses))])
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(to_cyclonedx(result, IMAGE)) is None
+
+
+def test_cyclonedx_vulnerabilities_group_by_advisory() -> None:
+    from cloudward.engines.osv.match import PackageQuery, VulnMatch
+
+    lodash_a, lodash_b = RESULT.packages[1], RESULT.packages[2]
+    def hit(pkg: Package, advisory: str, vector: str | None) -> VulnMatch:
+        return VulnMatch(query=PackageQuery(ecosystem="npm", name=pkg.name, version=pkg.version, ref=pkg),
+                         advisory_id=advisory, aliases=[advisory, "CVE-2021-23337"], summary="command injection",
+                         severity="high", cvss_score=7.2 if vector else None, cvss_vector=vector,
+                         fixed_versions=["4.17.22"], references=["https://example.invalid/a", "not a url"])
+
+    vector = "CVSS:3.1/AV:N/AC:L/PR:H/UI:N/S:U/C:H/I:H/A:H"
+    text = to_cyclonedx(RESULT, IMAGE, [hit(lodash_a, "GHSA-35jh", vector), hit(lodash_b, "GHSA-35jh", vector),
+                                        hit(lodash_a, "GHSA-other", None)])
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    vulns = {v["id"]: v for v in json.loads(text)["vulnerabilities"]}
+    assert set(vulns) == {"GHSA-35jh", "GHSA-other"}
+    first = vulns["GHSA-35jh"]
+    assert [a["ref"] for a in first["affects"]] == ["pkg:npm/lodash@4.17.21#1", "pkg:npm/lodash@4.17.21#2"]
+    assert first["ratings"] == [{"source": {"name": "OSV"}, "severity": "high", "score": 7.2, "vector": vector,
+                                 "method": "CVSSv31"}]
+    assert first["references"] == [{"id": "CVE-2021-23337", "source": {"name": "NVD"}}]
+    assert first["advisories"] == [{"url": "https://example.invalid/a"}]
+    assert "method" not in vulns["GHSA-other"]["ratings"][0]
+    # no matches given: no vulnerabilities key at all (a plain SBOM); an empty list: scanned, none found
+    assert "vulnerabilities" not in json.loads(to_cyclonedx(RESULT, IMAGE))
+    assert json.loads(to_cyclonedx(RESULT, IMAGE, []))["vulnerabilities"] == []

@@ -192,6 +192,9 @@ def sbom(
     password: str | None = PasswordOption,
     engine_url: str | None = EngineOption,
     no_cache: bool = NoCacheOption,
+    vulns: bool = typer.Option(False, "--vulns", help="CycloneDX only: add the packages' known vulnerabilities "
+                               "(OSV advisories, as `image scan` matches them) to the document."),
+    advisories: Path | None = AdvisoriesOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Write the image's software bill of materials (OS packages, Python, npm, Go, Java)."""
@@ -202,6 +205,11 @@ def sbom(
 
     if format not in SBOM_FORMATS:
         raise UsageError(f"--format: unknown SBOM format {format!r} (choose from {', '.join(SBOM_FORMATS)})")
+    if vulns and format != "cyclonedx":
+        raise UsageError("--vulns: only the cyclonedx format carries vulnerabilities")
+    database = advisories if advisories is not None else settings(config).resolved_data_dir() / "advisories.db"
+    if vulns and not database.is_file():
+        raise UsageError(f"--vulns: no advisory database at {database} (run `cloudward db update`)")
     img = open_image(image, insecure=insecure, platform=platform, username=username, password=password,
                      engine_url=_engine_url(engine_url))
     cache = None if no_cache else settings(config).resolved_data_dir() / "cache"
@@ -211,7 +219,17 @@ def sbom(
     for message in notes:
         err_console().print(f"warning: {image}: {message}", highlight=False, markup=False, soft_wrap=True)
     subject = {"type": "image", "name": image, "digest": img.manifest_digest or img.id, "id": img.id}
-    text = (to_cyclonedx if format == "cyclonedx" else to_spdx)(result, subject)
+    if vulns:
+        from cloudward.engines.osv.findings import queries_for
+        from cloudward.engines.osv.match import Matcher
+
+        with Matcher(database) as matcher:
+            matches = matcher.match(queries_for(result.packages))
+            for message in matcher.errors:
+                err_console().print(f"warning: {image}: {message}", highlight=False, markup=False, soft_wrap=True)
+        text = to_cyclonedx(result, subject, matches)
+    else:
+        text = (to_cyclonedx if format == "cyclonedx" else to_spdx)(result, subject)
     if output is None:
         typer.echo(text)
     else:
