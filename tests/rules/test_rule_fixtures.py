@@ -8,6 +8,8 @@ What a fixture holds depends on the rule's engine (FIRES below):
 - image: `*.json` image observations, {"subject": ..., "facts": {...}} (config, history step, file).
 - content: `*.json` content observations, {"subject": ..., "facts": {...}}
   (YARA match, hash IOC, ClamAV, archive limit).
+- aws: `*.json` AWS resource records, {"subject": <resource type>, "facts": {...}} (collected from the
+  planted moto accounts of tests/conformity/aws, or hand-built where moto cannot show the case).
 """
 
 import json
@@ -69,7 +71,7 @@ def _subject_fires(engine: str):
 
 # engine name -> does this rule fire on this fixture file?
 FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires,
-         "image": _subject_fires("image"), "content": _subject_fires("content")}
+         "image": _subject_fires("image"), "content": _subject_fires("content"), "aws": _subject_fires("aws")}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

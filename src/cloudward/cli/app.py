@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import typer
 
-from cloudward.cli import admission, audit, db, exposure, findings, host, image, registry, rules, secrets, storage
+from cloudward.cli import (
+    admission,
+    audit,
+    conformity,
+    db,
+    exposure,
+    findings,
+    host,
+    image,
+    registry,
+    rules,
+    secrets,
+    storage,
+)
 
 app = typer.Typer(
     name="cloudward",
@@ -33,6 +46,7 @@ def root(
 
 
 app.add_typer(admission.app, name="admission")
+app.add_typer(conformity.app, name="conformity")
 app.add_typer(db.app, name="db")
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")

@@ -1,0 +1,330 @@
+"""Two AWS accounts planted over HTTP in a moto server with boto3: a deliberately weak one (the failing
+case of each rule moto can represent) and a hardened one (the passing cases). Accounts are separated
+the way moto separates them: by assuming a role in the account's id. Shared by the tests and by
+benchmarks/conformity/prowler.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+WEAK = "111111111111"
+HARDENED = "222222222222"
+EMPTY = "333333333333"
+REGIONS = ("us-east-1", "eu-west-1")
+HOME = REGIONS[0]
+SECRET_VALUE = "hunter2-planted-secret-value"  # must never appear in a report
+
+WORLD_PORTS = (22, 2375, 2376, 2379, 6379, 10250, 3389, 6443, 4040, 4243, 27017, 9200, 5432, 3306, 1433, 1521, 11211,
+               5984, 8500, 8888, 23, 445, 21, 5900, 5601, 9042, 50070, 25)
+
+
+def credentials(endpoint: str, account: str) -> dict[str, str]:
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=endpoint, region_name=HOME, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/setup", RoleSessionName="plant")["Credentials"]
+    return {"aws_access_key_id": creds["AccessKeyId"], "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"]}
+
+
+class Clients:
+    def __init__(self, endpoint: str, account: str) -> None:
+        self.endpoint, self.account = endpoint, account
+        self.creds = credentials(endpoint, account)
+
+    def __call__(self, service: str, region: str = HOME) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        from cloudward.conformity.aws.session import keep_endpoint_host
+
+        client = boto3.client(service, endpoint_url=self.endpoint, region_name=region,
+                              config=Config(inject_host_prefix=False), **self.creds)
+        if service == "s3control":
+            keep_endpoint_host(client, self.endpoint)
+        return client
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", "def handler(event, context):\n    return 1\n")
+    return buf.getvalue()
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+ADMIN_DOC = _doc({"Effect": "Allow", "Action": "*", "Resource": "*"})
+EC2_TRUST = _doc({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"})
+LAMBDA_TRUST = _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
+
+
+def _image(ec2: Any) -> str:
+    mappings = [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}]
+    return str(ec2.register_image(Name="base", RootDeviceName="/dev/sda1", Architecture="x86_64",
+                                  BlockDeviceMappings=mappings)["ImageId"])
+
+
+def _profile(iam: Any, name: str, policy: str) -> str:
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=EC2_TRUST)
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=policy)
+    arn = iam.create_instance_profile(InstanceProfileName=f"{name}-profile")["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-profile", RoleName=name)
+    return str(arn)
+
+
+def plant_weak(endpoint: str) -> None:
+    c = Clients(endpoint, WEAK)
+    iam = c("iam")
+    # --- IAM
+    iam.create_user(UserName="admin-bob")
+    iam.create_login_profile(UserName="admin-bob", Password="Sup3r-secret-pass!")
+    iam.attach_user_policy(UserName="admin-bob", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    iam.create_access_key(UserName="admin-bob")
+    iam.create_access_key(UserName="admin-bob")
+    iam.create_user(UserName="ci-deployer")
+    iam.put_user_policy(UserName="ci-deployer", PolicyName="deploy",
+                        PolicyDocument=_doc({"Effect": "Allow", "Action": ["iam:PassRole", "ec2:RunInstances"],
+                                             "Resource": "*"}))
+    full = iam.create_policy(PolicyName="full-admin", PolicyDocument=ADMIN_DOC)["Policy"]["Arn"]
+    iam.create_group(GroupName="admins")
+    iam.attach_group_policy(GroupName="admins", PolicyArn=full)
+    iam.add_user_to_group(GroupName="admins", UserName="ci-deployer")
+    iam.create_policy(PolicyName="unused-admin", PolicyDocument=ADMIN_DOC)
+    esc = iam.create_policy(PolicyName="escalator", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": ["iam:CreatePolicyVersion", "iam:PassRole"], "Resource": "*"}))["Policy"]["Arn"]
+    s3all = iam.create_policy(PolicyName="s3-everything", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}))["Policy"]["Arn"]
+    iam.create_role(RoleName="open-trust", AssumeRolePolicyDocument=_doc(
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}))
+    iam.create_role(RoleName="vendor", AssumeRolePolicyDocument=_doc(
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "sts:AssumeRole"}))
+    iam.attach_role_policy(RoleName="vendor", PolicyArn=esc)
+    iam.attach_role_policy(RoleName="vendor", PolicyArn=s3all)
+    admin_profile = _profile(iam, "app-admin", ADMIN_DOC)
+    iam.update_account_password_policy(MinimumPasswordLength=8, RequireSymbols=False, RequireNumbers=False,
+                                       RequireUppercaseCharacters=False, RequireLowercaseCharacters=False,
+                                       PasswordReusePrevention=1)
+
+    # --- S3 (account public access block left off)
+    s3 = c("s3")
+    bucket = "weak-public-data"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_acl(Bucket=bucket, GrantRead="uri=http://acs.amazonaws.com/groups/global/AllUsers",
+                      GrantWrite="uri=http://acs.amazonaws.com/groups/global/AllUsers")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_doc({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                     "Resource": f"arn:aws:s3:::{bucket}/*"}))
+    s3.create_bucket(Bucket="weak-latent")
+    s3.put_bucket_policy(Bucket="weak-latent", Policy=_doc({"Effect": "Allow", "Principal": "*",
+                                                            "Action": "s3:GetObject",
+                                                            "Resource": "arn:aws:s3:::weak-latent/*"}))
+    s3.put_public_access_block(Bucket="weak-latent", PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+
+    # --- CloudTrail: one single-region trail, never started, writing to the public bucket
+    ct = c("cloudtrail")
+    ct.create_trail(Name="weak-trail", S3BucketName=bucket)
+    ct.put_event_selectors(TrailName="weak-trail", EventSelectors=[{"ReadWriteType": "WriteOnly",
+                                                                     "IncludeManagementEvents": True}])
+
+    # --- KMS
+    kms = c("kms")
+    kms.create_key(Description="no rotation")
+    kms.create_key(Description="public", Policy=_doc({"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                      "Action": "kms:*", "Resource": "*"}))
+    doomed = kms.create_key(Description="doomed")["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=doomed, PendingWindowInDays=7)
+
+    # --- Lambda
+    lam = c("lambda")
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=LAMBDA_TRUST)["Role"]["Arn"]
+    lam.create_function(FunctionName="weak-fn", Runtime="python3.7", Role=role, Handler="app.handler",
+                        Code={"ZipFile": _zip()},
+                        Environment={"Variables": {"DB_PASSWORD": SECRET_VALUE, "LOG_LEVEL": "debug"}})
+    lam.create_function_url_config(FunctionName="weak-fn", AuthType="NONE")
+    lam.add_permission(FunctionName="weak-fn", StatementId="everyone", Action="lambda:InvokeFunction",
+                       Principal="*")
+
+    # --- ECR
+    ecr = c("ecr")
+    ecr.create_repository(repositoryName="weak-repo")
+    ecr.set_repository_policy(repositoryName="weak-repo", policyText=_doc(
+        {"Sid": "pull", "Effect": "Allow", "Principal": "*", "Action": ["ecr:BatchGetImage"]}))
+
+    # --- EKS
+    eks = c("eks")
+    eks.create_cluster(name="weak-cluster", roleArn=role, resourcesVpcConfig={"subnetIds": [],
+                                                                              "endpointPublicAccess": True})
+    eks.create_cluster(name="narrow-cluster", roleArn=role, resourcesVpcConfig={
+        "subnetIds": [], "endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"]},
+        logging={"clusterLogging": [{"types": ["audit"], "enabled": True}]})
+
+    # --- RDS
+    rds = c("rds")
+    rds.create_db_instance(DBInstanceIdentifier="weak-db", DBInstanceClass="db.t3.micro", Engine="postgres",
+                           MasterUsername="app", MasterUserPassword="not-a-real-pass", AllocatedStorage=20,
+                           PubliclyAccessible=True, BackupRetentionPeriod=1, AutoMinorVersionUpgrade=False)
+    rds.create_db_snapshot(DBInstanceIdentifier="weak-db", DBSnapshotIdentifier="weak-snap")
+    rds.modify_db_snapshot_attribute(DBSnapshotIdentifier="weak-snap", AttributeName="restore",
+                                     ValuesToAdd=["all"])
+
+    # --- per region: EC2/VPC, GuardDuty, Config
+    for region in REGIONS:
+        ec2 = c("ec2", region)
+        image = _image(ec2)
+        sg = ec2.create_security_group(GroupName="weak-open", Description="open to the world")["GroupId"]
+        perms = [{"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+                 for p in WORLD_PORTS]
+        perms.append({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]})
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=perms)
+        every = ec2.create_security_group(GroupName="weak-all", Description="everything")["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=every, IpPermissions=[
+            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        wide = ec2.create_security_group(GroupName="weak-wide", Description="a wide range")["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=wide, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 30000, "ToPort": 32767, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SecurityGroupIds=[sg],
+                          IamInstanceProfile={"Arn": admin_profile},
+                          MetadataOptions={"HttpTokens": "optional", "HttpPutResponseHopLimit": 2})
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SecurityGroupIds=[every])
+        ec2.modify_image_attribute(ImageId=image, LaunchPermission={"Add": [{"Group": "all"}]})
+        vol = ec2.create_volume(AvailabilityZone=f"{region}a", Size=1)["VolumeId"]
+        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.modify_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission", OperationType="add",
+                                      GroupNames=["all"], UserIds=["999999999999"])
+        if region != HOME:
+            c("guardduty", region).create_detector(Enable=False)
+            cfg = c("config", region)
+            cfg.put_configuration_recorder(ConfigurationRecorder={
+                "name": "partial", "roleARN": role,
+                "recordingGroup": {"allSupported": False, "includeGlobalResourceTypes": False,
+                                   "resourceTypes": ["AWS::EC2::Instance"]}})
+
+
+def plant_hardened(endpoint: str) -> None:
+    c = Clients(endpoint, HARDENED)
+    iam = c("iam")
+    block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+             "RestrictPublicBuckets": True}
+    iam.update_account_password_policy(MinimumPasswordLength=16, RequireSymbols=True, RequireNumbers=True,
+                                       RequireUppercaseCharacters=True, RequireLowercaseCharacters=True,
+                                       PasswordReusePrevention=24, MaxPasswordAge=90)
+    iam.create_user(UserName="alice")  # no console, no keys, permissions through a group
+    iam.create_group(GroupName="readers")
+    iam.attach_group_policy(GroupName="readers", PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    iam.add_user_to_group(GroupName="readers", UserName="alice")
+    scoped = iam.create_policy(PolicyName="scoped", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::hardened-data/*"}))["Policy"]["Arn"]
+    iam.create_role(RoleName="support", AssumeRolePolicyDocument=_doc(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{HARDENED}:root"}, "Action": "sts:AssumeRole"}))
+    iam.attach_role_policy(RoleName="support", PolicyArn="arn:aws:iam::aws:policy/AWSSupportAccess")
+    iam.create_role(RoleName="partner", AssumeRolePolicyDocument=_doc(
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "sts:AssumeRole",
+         "Condition": {"StringEquals": {"sts:ExternalId": "per-customer-id"}}}))
+    iam.attach_role_policy(RoleName="partner", PolicyArn=scoped)
+    profile = _profile(iam, "app", _doc({"Effect": "Allow", "Action": "s3:GetObject",
+                                         "Resource": "arn:aws:s3:::hardened-data/*"}))
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=LAMBDA_TRUST)["Role"]["Arn"]
+
+    c("s3control").put_public_access_block(AccountId=HARDENED, PublicAccessBlockConfiguration=block)
+    s3 = c("s3")
+    kms = c("kms")
+    key = kms.create_key(Description="logs")["KeyMetadata"]["Arn"]
+    kms.enable_key_rotation(KeyId=key)
+    for bucket in ("hardened-data", "hardened-logs"):
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+            {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled", "MFADelete": "Enabled"},
+                                 MFA="arn:aws:iam::222222222222:mfa/root 123456")
+        s3.put_bucket_policy(Bucket=bucket, Policy=_doc({
+            "Sid": "tls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}))
+    s3.put_bucket_acl(Bucket="hardened-logs", GrantWrite="uri=http://acs.amazonaws.com/groups/s3/LogDelivery",
+                      GrantReadACP="uri=http://acs.amazonaws.com/groups/s3/LogDelivery")
+    for bucket in ("hardened-data", "hardened-logs"):
+        s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
+            "TargetBucket": "hardened-logs", "TargetPrefix": f"{bucket}/"}})
+
+    ct = c("cloudtrail")
+    ct.create_trail(Name="org-trail", S3BucketName="hardened-logs", IsMultiRegionTrail=True,
+                    EnableLogFileValidation=True, KmsKeyId=key,
+                    CloudWatchLogsLogGroupArn=f"arn:aws:logs:{HOME}:{HARDENED}:log-group:trail:*",
+                    CloudWatchLogsRoleArn=role)
+    ct.start_logging(Name="org-trail")
+
+    lam = c("lambda")
+    lam.create_function(FunctionName="good-fn", Runtime="python3.12", Role=role, Handler="app.handler",
+                        Code={"ZipFile": _zip()}, Environment={"Variables": {"LOG_LEVEL": "info"}})
+    ecr = c("ecr")
+    ecr.create_repository(repositoryName="good-repo", imageTagMutability="IMMUTABLE",
+                          imageScanningConfiguration={"scanOnPush": True},
+                          encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key})
+    ecr.put_lifecycle_policy(repositoryName="good-repo", lifecyclePolicyText=json.dumps({"rules": [
+        {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                                          "countUnit": "days", "countNumber": 14}, "action": {"type": "expire"}}]}))
+    c("eks").create_cluster(name="good-cluster", roleArn=role, resourcesVpcConfig={
+        "subnetIds": [], "endpointPublicAccess": False, "endpointPrivateAccess": True},
+        logging={"clusterLogging": [{"types": ["api", "audit", "authenticator", "controllerManager", "scheduler"],
+                                     "enabled": True}]},
+        encryptionConfig=[{"resources": ["secrets"], "provider": {"keyArn": key}}])
+    rds = c("rds")
+    rds.create_db_instance(DBInstanceIdentifier="good-db", DBInstanceClass="db.t3.micro", Engine="postgres",
+                           MasterUsername="app", MasterUserPassword="not-a-real-pass", AllocatedStorage=20,
+                           PubliclyAccessible=False, StorageEncrypted=True, KmsKeyId=key, BackupRetentionPeriod=14,
+                           MultiAZ=True, DeletionProtection=True, AutoMinorVersionUpgrade=True,
+                           EnableIAMDatabaseAuthentication=True)
+    rds.create_db_snapshot(DBInstanceIdentifier="good-db", DBSnapshotIdentifier="good-snap")
+
+    for region in REGIONS:
+        ec2 = c("ec2", region)
+        ec2.enable_ebs_encryption_by_default()
+        image = _image(ec2)
+        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+        sg = ec2.create_security_group(GroupName="app", Description="ssh from the office", VpcId=vpc)["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}])
+        for group in ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]}])[
+                "SecurityGroups"]:
+            if group.get("IpPermissions"):
+                ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+            if group.get("IpPermissionsEgress"):
+                ec2.revoke_security_group_egress(GroupId=group["GroupId"], IpPermissions=group["IpPermissionsEgress"])
+        for acl in ec2.describe_network_acls()["NetworkAcls"]:
+            for number, port in ((50, 22), (51, 3389)):
+                ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=number, Protocol="6",
+                                             RuleAction="deny", Egress=False, CidrBlock="0.0.0.0/0",
+                                             PortRange={"From": port, "To": port})
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[sg],
+                          IamInstanceProfile={"Arn": profile}, Monitoring={"Enabled": True},
+                          MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+                          BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
+                                                "Ebs": {"VolumeSize": 8, "Encrypted": True}}])
+        ec2.deregister_image(ImageId=image)  # moto gives registered images an unencrypted snapshot
+        for snap in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]:
+            ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
+        vol = ec2.create_volume(AvailabilityZone=f"{region}a", Size=1, Encrypted=True)["VolumeId"]
+        ec2.create_snapshot(VolumeId=vol)
+        vpcs = [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]]
+        ec2.create_flow_logs(ResourceIds=vpcs, ResourceType="VPC", TrafficType="ALL", LogDestinationType="s3",
+                             LogDestination="arn:aws:s3:::hardened-logs")
+        c("guardduty", region).create_detector(Enable=True)
+        cfg = c("config", region)
+        cfg.put_configuration_recorder(ConfigurationRecorder={
+            "name": "default", "roleARN": role,
+            "recordingGroup": {"allSupported": True, "includeGlobalResourceTypes": True}})
+        cfg.put_delivery_channel(DeliveryChannel={"name": "default", "s3BucketName": "hardened-logs"})
+        cfg.start_configuration_recorder(ConfigurationRecorderName="default")
+        kms_here = c("kms", region)
+        for key in kms_here.list_keys()["Keys"]:  # keys other services made for us rotate too
+            kms_here.enable_key_rotation(KeyId=key["KeyId"])
