@@ -70,6 +70,11 @@ class Clamd:
                     raise ClamdError(f"clamd at {self.address}: reply longer than {MAX_REPLY} bytes")
         except TimeoutError:
             raise ClamdError(f"clamd at {self.address}: no answer within {self.timeout:g}s") from None
+        except ConnectionResetError:
+            # a peer that closes with our request still unread resets rather than ends the stream:
+            # to the caller that is the same failure as a clean close without a reply
+            if not data:
+                raise ClamdError(f"clamd at {self.address}: empty answer (connection reset)") from None
         except OSError as exc:
             raise ClamdError(f"clamd at {self.address}: {exc.strerror or exc}") from None
         text = bytes(data).split(b"\0", 1)[0].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
