@@ -7,6 +7,7 @@ import typer
 
 from cloudward.cli import (
     admission,
+    appsec,
     audit,
     conformity,
     db,
@@ -46,6 +47,7 @@ def root(
 
 
 app.add_typer(admission.app, name="admission")
+app.add_typer(appsec.app, name="appsec")
 app.add_typer(conformity.app, name="conformity")
 app.add_typer(db.app, name="db")
 app.add_typer(exposure.app, name="exposure")

@@ -1,0 +1,84 @@
+"""What the ASGI, WSGI and Lambda adapters share: the policy, the inspector, the findings queue, and
+the decision for one request. Fails open: an error inside the judge is logged and counted, and
+the request goes to the application (a protection bug must not become an outage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cloudward.appsec.engine import Detection, Inspector, UploadScanner, Verdict, load_appsec_rules
+from cloudward.appsec.policy import EffectivePolicy, Policy, load_policy
+from cloudward.appsec.request import HttpRequest
+from cloudward.appsec.sink import FindingQueue, Sink
+from cloudward.core.rules import RuleSet
+
+__all__ = ["PolicySource", "Protector", "block_payload"]
+
+log = logging.getLogger("cloudward.appsec")
+PolicySource = str | Path | dict[str, Any] | Policy | None
+
+
+def block_payload(incident_id: str, status: int = 403) -> bytes:
+    """The body of a refusal: an incident id to quote to support, and nothing about why."""
+    message = "request blocked" if status == 403 else "request body too large"
+    return json.dumps({"error": message, "incident_id": incident_id}).encode()
+
+
+class Protector:
+    def __init__(self, mode: str | None = None, policy: PolicySource = None, *, sink: Sink | None = None,
+                 findings: FindingQueue | None = None, rules: RuleSet | None = None,
+                 rules_dirs: Sequence[Path] = (), upload_scanners: Sequence[UploadScanner] = ()) -> None:
+        loaded = load_policy(policy)
+        self.policy = loaded.with_mode(mode) if mode is not None else loaded
+        ruleset = rules if rules is not None else load_appsec_rules(rules_dirs)
+        self.inspector = Inspector(ruleset, upload_scanners=upload_scanners)
+        self.queue = findings if findings is not None else FindingQueue(sink)
+        self._lock = threading.Lock()
+        self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0}
+
+    def route(self, method: str, path: str) -> EffectivePolicy:
+        return self.policy.for_request(method, path)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counters[key] += 1
+
+    def judge(self, request: HttpRequest, policy: EffectivePolicy) -> Verdict:
+        """The verdict on one request; its findings are queued (never written inline)."""
+        self._count("requests")
+        try:
+            verdict = self.inspector.inspect(request, policy)
+            if request.body_truncated:
+                verdict.detections.append(Detection("appsec.body_limit", "body",
+                                                    f"longer than {policy.max_body_bytes} bytes"))
+                if not verdict.incident_id:
+                    verdict.incident_id = uuid.uuid4().hex[:20]
+            if verdict.detections or verdict.findings:
+                self._count("detected")
+                action = "blocked" if self.refusal(verdict, request, policy) else "monitored"
+                if action == "blocked":
+                    self._count("blocked")
+                self.queue.put(self.inspector.findings(verdict, request, self.policy.service, action=action))
+            return verdict
+        except Exception:
+            self._count("errors")
+            log.exception("appsec: inspection failed; the request was passed")
+            return Verdict(mode=policy.mode)
+
+    @staticmethod
+    def refusal(verdict: Verdict, request: HttpRequest, policy: EffectivePolicy) -> int:
+        """The status to answer instead of the application (403, 413), or 0 to pass the request."""
+        if policy.mode != "block":
+            return 0
+        if verdict.block:
+            return 403
+        if request.body_truncated and policy.oversize == "reject":
+            return 413
+        return 0
