@@ -1,9 +1,12 @@
-"""`cloudward conformity scan aws` (the account posture scan) and `cloudward conformity report
---framework cis-aws` (per-control pass / fail / not scored).
+"""`cloudward conformity scan aws` (the account posture scan), `cloudward conformity watch --queue URL`
+(real time, from CloudTrail events) and `cloudward conformity report --framework cis-aws` (per-control
+pass / fail / not scored).
 
 Thin: open the session, run the collectors, judge with the `aws` rules, then report, store and gate
 through `cli/common.py`. Exit codes: 0 clean, 1 a finding at or above --fail-on, 2 usage error (bad
-option, no credentials, role not assumable), 3 every service failed, 130 interrupted.
+option, no credentials, role not assumable), 3 every service failed, 130 interrupted. `watch` runs
+until stopped: 0 on SIGTERM or when `--once` drained the queue, 130 on Ctrl-C, 2 when the queue
+cannot be read at start, 3 when it stops being readable under `--once`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from cloudward.cli.common import (
+    EXIT_INTERRUPTED,
     ConfigOption,
     FailOnOption,
     FormatOption,
@@ -25,6 +29,7 @@ from cloudward.cli.common import (
     finish,
     load_all_rules,
     parse_severity,
+    record,
     resolve_format,
     settings,
 )
@@ -104,6 +109,103 @@ def scan_aws(
     finish(result, format, output, fail_on, config, no_store)
 
 
+@app.command("watch")
+def watch(
+    queue: str = typer.Option(..., "--queue", metavar="URL", show_default=False,
+                              help="SQS queue receiving CloudTrail management events (EventBridge rule on "
+                              "`AWS API Call via CloudTrail`, raw CloudTrail records or SNS-wrapped ones)."),
+    regions: str | None = typer.Option(None, "--regions", metavar="R1,R2",
+                                       help="Regions whose CloudTrail coverage is re-judged when a trail changes "
+                                       "(default: the session's region). Events of any region are handled."),
+    once: bool = typer.Option(False, "--once", help="Drain the queue, then exit (tests, cron)."),
+    region: str | None = typer.Option(None, "--region", envvar="AWS_DEFAULT_REGION",
+                                      help="Home region: where global services (IAM, S3) are asked."),
+    profile: str | None = typer.Option(None, "--profile", envvar="AWS_PROFILE", help="Named profile to use."),
+    assume_role: str | None = typer.Option(None, "--assume-role", metavar="ARN",
+                                           help="Assume this role (STS) and watch its account."),
+    external_id: str | None = typer.Option(None, "--external-id", help="ExternalId for --assume-role."),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", metavar="URL", envvar="AWS_ENDPOINT_URL",
+                                            help="Send every API call here (moto, LocalStack, a proxy)."),
+    sqs_endpoint_url: str | None = typer.Option(None, "--sqs-endpoint-url", metavar="URL",
+                                                envvar="AWS_ENDPOINT_URL_SQS",
+                                                help="SQS endpoint, when not the same (default: --endpoint-url)."),
+    max_attempts: int = typer.Option(5, "--max-attempts", min=1, max=1000,
+                                     help="Receives of a message whose re-collection keeps failing before it is "
+                                     "left to the queue's RedrivePolicy (or deleted when it has none)."),
+    visibility_timeout: int = typer.Option(300, "--visibility-timeout", min=30, max=43200, metavar="SECONDS",
+                                           help="How long a batch in hand stays hidden from other consumers."),
+    retry_delay: int = typer.Option(30, "--retry-delay", min=0, max=43200, metavar="SECONDS",
+                                    help="When a message whose re-collection failed comes back."),
+    rules_dir: list[Path] = RulesOption,
+    no_store: bool = NoStoreOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Real time: read CloudTrail management events from SQS, re-collect and re-judge only the resources
+    each write call touched, and record the result in the findings store scoped to those resources (a
+    change that fixes a finding closes it; every other finding is left as it is). Read-only, failed,
+    other-account and unknown calls are counted and ignored; a malformed message is logged and deleted."""
+    import signal
+
+    from cloudward.conformity.aws.scan import Judge, resolve_regions
+    from cloudward.conformity.aws.session import SessionOptions, client_config, open_session
+    from cloudward.conformity.aws.watch import Watcher, WatchSettings, stop_on_signals
+    from cloudward.core.errors import UsageError
+    from cloudward.core.scan import ScanResult
+
+    judge = Judge(load_all_rules(list(rules_dir or [])))
+    session = open_session(SessionOptions(profile=profile, assume_role=assume_role, external_id=external_id,
+                                          endpoint_url=endpoint_url, region=region))
+    if regions is not None and regions.strip() == "all":
+        raise UsageError("--regions: name the regions (R1,R2); `all` is for `conformity scan aws`")
+    watched = resolve_regions(session, regions)
+    console = err_console()
+
+    def log(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def record_result(result: ScanResult) -> None:
+        record(result, config, no_store)
+
+    sqs = session.boto.client("sqs", region_name=_queue_region(queue) or session.home_region,
+                              endpoint_url=sqs_endpoint_url or endpoint_url, config=client_config(session.options))
+    settings_ = WatchSettings(queue_url=queue, regions=watched, once=once, visibility_timeout=visibility_timeout,
+                              retry_delay=retry_delay, max_attempts=max_attempts)
+    watcher = Watcher(sqs, session, judge, settings_, record=record_result, log=log)
+    try:
+        watcher.check()
+    except Exception as exc:
+        raise UsageError(f"--queue {queue}: cannot read the queue: {type(exc).__name__}: {exc}") from None
+    log(f"watching {queue} for account {session.account}{' until it is empty' if once else ''}")
+    interrupted = False
+    with stop_on_signals(watcher) as received:
+        try:
+            stats = watcher.run()
+        except KeyboardInterrupt:  # a second Ctrl-C: what was not deleted is delivered again
+            interrupted = True
+            stats = dict(watcher.stats)
+        except Exception as exc:
+            log(f"error: {type(exc).__name__}: {exc}")
+            raise typer.Exit(3) from None
+    interrupted = interrupted or signal.SIGINT in received
+    log(f"conformity watch: {stats['messages']:,} messages, {stats['events']:,} events "
+        f"({stats['evaluated']:,} evaluated, {stats['read_only']:,} read-only, {stats['unknown']:,} unknown, "
+        f"{stats['failed_calls']:,} failed calls, {stats['other_account']:,} other account), "
+        f"{stats['malformed']:,} malformed, {stats['batches']:,} re-evaluations, {stats['findings']:,} findings, "
+        f"{stats['retried']:,} retried")
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _queue_region(queue_url: str) -> str | None:
+    """The region in an AWS queue URL (`https://sqs.eu-west-1.amazonaws.com/...`), if it says one."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(queue_url).hostname or "").split(".")
+    if len(host) >= 4 and host[0] == "sqs" and host[2] == "amazonaws":
+        return host[1]
+    return None
+
+
 @app.command("report")
 def report(
     framework: str = typer.Option("cis-aws", "--framework", help="Framework to report on (cis-aws)."),
@@ -161,7 +263,10 @@ def _scan_from_store(config: Path | None) -> dict[str, Any]:
     from cloudward.store.views import FindingQuery
 
     with open_store(settings(config)) as store:
-        scans = store.list_scans(kind="conformity-aws", limit=1)
+        # `conformity watch` records its narrow re-evaluations under the same kind (so they can close what
+        # a full scan opened): a report is about the latest full scan
+        scans = [s for s in store.list_scans(kind="conformity-aws", limit=200)
+                 if (s.stats or {}).get("trigger") != "watch"]
         if not scans:
             raise UsageError("no AWS scan in the findings store: run `cloudward conformity scan aws` "
                              "(or give --input report.json)")

@@ -264,7 +264,8 @@ def plant_hardened(endpoint: str) -> None:
 
     lam = c("lambda")
     lam.create_function(FunctionName="good-fn", Runtime="python3.12", Role=role, Handler="app.handler",
-                        Code={"ZipFile": _zip()}, Environment={"Variables": {"LOG_LEVEL": "info"}})
+                        Code={"ZipFile": _zip()}, Environment={"Variables": {"LOG_LEVEL": "info"}},
+                        KMSKeyArn=key)
     ecr = c("ecr")
     ecr.create_repository(repositoryName="good-repo", imageTagMutability="IMMUTABLE",
                           imageScanningConfiguration={"scanOnPush": True},
@@ -272,7 +273,7 @@ def plant_hardened(endpoint: str) -> None:
     ecr.put_lifecycle_policy(repositoryName="good-repo", lifecyclePolicyText=json.dumps({"rules": [
         {"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
                                           "countUnit": "days", "countNumber": 14}, "action": {"type": "expire"}}]}))
-    c("eks").create_cluster(name="good-cluster", roleArn=role, resourcesVpcConfig={
+    c("eks").create_cluster(name="good-cluster", version="1.31", roleArn=role, resourcesVpcConfig={
         "subnetIds": [], "endpointPublicAccess": False, "endpointPrivateAccess": True},
         logging={"clusterLogging": [{"types": ["api", "audit", "authenticator", "controllerManager", "scheduler"],
                                      "enabled": True}]},
@@ -282,7 +283,8 @@ def plant_hardened(endpoint: str) -> None:
                            MasterUsername="app", MasterUserPassword="not-a-real-pass", AllocatedStorage=20,
                            PubliclyAccessible=False, StorageEncrypted=True, KmsKeyId=key, BackupRetentionPeriod=14,
                            MultiAZ=True, DeletionProtection=True, AutoMinorVersionUpgrade=True,
-                           EnableIAMDatabaseAuthentication=True)
+                           EnableIAMDatabaseAuthentication=True, CopyTagsToSnapshot=True, MonitoringInterval=60,
+                           MonitoringRoleArn=role, EnableCloudwatchLogsExports=["postgresql"])
     rds.create_db_snapshot(DBInstanceIdentifier="good-db", DBSnapshotIdentifier="good-snap")
 
     for region in REGIONS:

@@ -1,5 +1,6 @@
 """RDS, per region: DB instances (public, encrypted, backups, Multi-AZ, deletion protection, minor
-upgrades, IAM auth) and manual snapshots (public, encrypted)."""
+upgrades, IAM auth, tags copied to snapshots, enhanced monitoring, log exports) and manual snapshots
+(public, encrypted)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def collect(ctx: Context) -> None:
                 multi_az=bool(db.get("MultiAZ")), deletion_protection=bool(db.get("DeletionProtection")),
                 auto_minor_version_upgrade=bool(db.get("AutoMinorVersionUpgrade")),
                 iam_auth=bool(db.get("IAMDatabaseAuthenticationEnabled")),
-                cloudwatch_logs_exports=list(db.get("EnabledCloudwatchLogsExports") or []))
+                cloudwatch_logs_exports=list(db.get("EnabledCloudwatchLogsExports") or []),
+                copy_tags_to_snapshot=bool(db.get("CopyTagsToSnapshot")),
+                monitoring_interval=int(db.get("MonitoringInterval", 0) or 0))
     for snap in ctx.pages(rds, "describe_db_snapshots", "DBSnapshots", SnapshotType="manual"):
         ident = str(snap["DBSnapshotIdentifier"])
         res = ctx.add("rds_snapshot", ident, str(snap.get("DBSnapshotArn") or ctx.arn("rds", f"snapshot:{ident}")),
