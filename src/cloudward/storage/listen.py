@@ -27,17 +27,16 @@ drains the queue: it returns when a receive finds nothing and no message is in h
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 from urllib.parse import unquote_plus
 
+from cloudward.core.signals import stop_on_signals as _stop_on_signals
 from cloudward.storage.actions import ActionOutcome, Actions
 from cloudward.storage.objects import ObjectError, _describe, _status, display_key, s3_object
 from cloudward.storage.scan import ObjectResult, StorageScanOptions, _remembered, scan_object
@@ -431,27 +430,8 @@ class Listener:
         return True
 
 
-@contextmanager
-def stop_on_signals(listener: Listener) -> Iterator[list[int]]:
+def stop_on_signals(listener: Listener) -> AbstractContextManager[list[int]]:
     """SIGINT and SIGTERM stop the listener gracefully (in hand finished, nothing new received); a
-    second SIGINT interrupts at once (what was not deleted is delivered again). Yields the list of
-    signals received. Outside the main thread signals cannot be caught: nothing is installed."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-        if signum == signal.SIGINT and received.count(signal.SIGINT) > 1:
-            raise KeyboardInterrupt
-        listener.stop()
-        if listener.receiving:
-            raise _ReceiveInterrupted
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    second SIGINT interrupts at once (what was not deleted is delivered again). Yields the signals
+    received (core/signals.py)."""
+    return _stop_on_signals(listener, _ReceiveInterrupted)

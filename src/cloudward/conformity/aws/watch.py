@@ -33,17 +33,17 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 from cloudward.conformity.aws.collectors import COLLECTORS
 from cloudward.conformity.aws.model import GLOBAL, Resource, UnitResult, unit_scope
 from cloudward.conformity.aws.scan import SCAN_KIND, Judge, link, run_unit
 from cloudward.core.scan import ScanResult, ScanStatus
+from cloudward.core.signals import stop_on_signals as _stop_on_signals
 
 __all__ = ["ApiCall", "Touch", "WatchSettings", "Watcher", "parse_body", "stop_on_signals", "touches"]
 
@@ -571,29 +571,7 @@ def _dedupe(wanted: list[Touch]) -> list[Touch]:
     return [Touch(s, r, t, None if ids is None else tuple(sorted(ids))) for (s, r, t), ids in merged.items()]
 
 
-@contextmanager
-def stop_on_signals(watcher: Watcher) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM stop the watcher after the batch in hand; a signal during a long poll ends
-    it at once (what it had received comes back after its visibility timeout). A second SIGINT
-    interrupts at once. Yields the signals received. Outside the main thread nothing is installed."""
-    import signal
-
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-        if signum == signal.SIGINT and received.count(signal.SIGINT) > 1:
-            raise KeyboardInterrupt
-        watcher.stop()
-        if watcher.receiving:
-            raise _ReceiveInterrupted
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def stop_on_signals(watcher: Watcher) -> AbstractContextManager[list[int]]:
+    """SIGINT and SIGTERM stop the watcher after the batch in hand; a second SIGINT interrupts at
+    once. Yields the signals received (core/signals.py)."""
+    return _stop_on_signals(watcher, _ReceiveInterrupted)
