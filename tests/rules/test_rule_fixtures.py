@@ -10,6 +10,8 @@ What a fixture holds depends on the rule's engine (FIRES below):
   (YARA match, hash IOC, ClamAV, archive limit).
 - aws: `*.json` AWS resource records, {"subject": <resource type>, "facts": {...}} (collected from the
   planted moto accounts of tests/conformity/aws, or hand-built where moto cannot show the case).
+- iac: real IaC files (`*.tf`, `*.tfplan.json`, Kubernetes or compose `*.yaml`) scanned by `iac scan`
+  with just that rule.
 """
 
 import json
@@ -69,9 +71,18 @@ def _subject_fires(engine: str):
     return fires
 
 
+def _iac_fires(rule, path: Path) -> bool:
+    from cloudward.conformity.iac import scan_paths
+
+    result = scan_paths([str(path)], [rule])
+    assert not result.errors, result.errors
+    return rule.id in [f.rule_id for f in result.findings]
+
+
 # engine name -> does this rule fire on this fixture file?
 FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires,
-         "image": _subject_fires("image"), "content": _subject_fires("content"), "aws": _subject_fires("aws")}
+         "image": _subject_fires("image"), "content": _subject_fires("content"), "aws": _subject_fires("aws"),
+         "iac": _iac_fires}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

@@ -14,6 +14,7 @@ from cloudward.cli import (
     exposure,
     findings,
     host,
+    iac,
     image,
     registry,
     rules,
@@ -53,6 +54,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(exposure.app, name="exposure")
 app.add_typer(findings.app, name="findings")
 app.add_typer(host.app, name="host")
+app.add_typer(iac.app, name="iac")
 app.add_typer(image.app, name="image")
 app.add_typer(registry.app, name="registry")
 app.add_typer(rules.app, name="rules")

@@ -83,10 +83,11 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
     return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
-                       "cloudward.data", "cloudward.conformity.aws"],
+                       "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac"],
                       extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
                                                "host": validate_host_rule, "image": validate_subject_rule,
-                                               "content": validate_subject_rule, "aws": validate_aws_rule})
+                                               "content": validate_subject_rule, "aws": validate_aws_rule,
+                                               "iac": validate_subject_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

@@ -19,14 +19,13 @@ thread with a timeout, so a client that connects and says nothing holds up only 
 from __future__ import annotations
 
 import json
-import posixpath
 import queue
 import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,15 +34,20 @@ from typing import Any
 
 from cloudward.core.scan import ScanResult
 from cloudward.core.severity import Category, Severity
+from cloudward.engines.podspec import (
+    DEFAULT_HOST_PATHS,
+    containers,
+    covers,
+    host_path,
+    items,
+    pod_specs,
+    strong_capabilities,
+)
 
 __all__ = ["MAX_BODY", "Policy", "Reviewer", "make_server", "normalise_image", "pod_specs", "review"]
 
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-# a trailing "/**" also denies everything below (/proc/1/root is the host's root)
-DEFAULT_HOST_PATHS = ["/", "/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
-                      "/var/run/containerd/containerd.sock", "/var/run/crio/crio.sock", "/proc/**", "/etc"]
-PRIVILEGED_CAPABILITIES = frozenset({"ALL", "SYS_ADMIN", "CAP_SYS_ADMIN"})
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 MESSAGE_LIMIT = 4000  # status.message; the API server shows it to the user
 WARNING_LIMIT = 256  # the API server may truncate longer warnings
@@ -147,54 +151,11 @@ def registry_allowed(image: str, allowed: list[str]) -> bool:
 
 # --- pod specs ---------------------------------------------------------------------------------------
 
-_TEMPLATES = {
-    "Pod": ("spec",),
-    "PodTemplate": ("template", "spec"),
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "ReplicationController": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
-
-
-def pod_specs(obj: Mapping[str, Any], kind: str | None = None) -> Iterator[Mapping[str, Any]]:
-    """The pod spec of a Pod, or the pod template's spec of a workload (none for other kinds)."""
-    path = _TEMPLATES.get(str(obj.get("kind") or kind))
-    if path is None:
-        return
-    node: Any = obj
-    for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    if isinstance(node, Mapping):
-        yield node
-
-
-def _items(value: Any) -> list[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
-
-
-def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        for container in _items(spec.get(key)):
-            yield key, container
-
-
-def _host_path(path: str) -> str:
-    """`/var/run/../run/docker.sock` -> `/run/docker.sock`; `//etc/` -> `/etc`."""
-    return "/" + posixpath.normpath("/" + path).lstrip("/")
-
-
-def _covers(mounted: str, denied: str) -> bool:
-    """Mounting `mounted` hands over `denied`: the path itself or a directory above it (mounting
-    /var/run hands over /var/run/docker.sock); with a trailing `/**`, also anything below."""
-    subtree = denied.endswith("/**")
-    denied = _host_path(denied[:-3] if subtree else denied)
-    if mounted == denied or mounted == "/" or denied.startswith(mounted + "/"):
-        return True
-    return subtree and (denied == "/" or mounted.startswith(denied + "/"))
+# Pod-spec reading is shared with `iac scan` (engines/podspec.py), so both judge manifests alike.
+_items = items
+_containers = containers
+_host_path = host_path
+_covers = covers
 
 
 def spec_violations(spec: Mapping[str, Any], policy: Policy) -> list[str]:
@@ -223,10 +184,7 @@ def spec_violations(spec: Mapping[str, Any], policy: Policy) -> list[str]:
             if context.get("privileged") is True:
                 escalation = " with allowPrivilegeEscalation" if context.get("allowPrivilegeEscalation") else ""
                 out.append(f"{where}: privileged{escalation}")
-            capabilities = context.get("capabilities")
-            added = capabilities.get("add") if isinstance(capabilities, Mapping) else None
-            strong = sorted({str(c).upper() for c in added or [] if str(c).upper() in PRIVILEGED_CAPABILITIES}
-                            if isinstance(added, list) else set())
+            strong = strong_capabilities(context)
             if strong:
                 out.append(f"{where}: privileged (adds capability {', '.join(strong)})")
         if not registry_allowed(image, policy.allowed_registries):

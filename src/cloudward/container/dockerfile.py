@@ -91,6 +91,8 @@ def observations(text: str) -> Iterator[tuple[str, dict[str, Any], int, str]]:
     stages: list[dict[str, Any]] = []
     names: set[str] = set()
     for command in commands:
+        if not command.cmd:  # a lone line continuation parses to a command without an instruction
+            continue
         cmd, values, line = command.cmd.upper(), list(command.value), command.start_line
         if cmd == "FROM":
             base = values[0] if values else ""

@@ -206,6 +206,8 @@ COVERAGE: dict[str, Coverage] = {
     # `host fim watch` only sees what changes while it runs: it says so (partial) and closes nothing.
     "fim": host_covers,
     "fim-watch": host_covers,
+    # `iac scan` names files relative to the root it walked (location.root), like an audit's root.
+    "iac": host_covers,
 }
 
 

@@ -1,0 +1,4 @@
+# cloudward:skip=iac.tf.rds_public
+resource "aws_db_instance" "db" {
+  engine = "postgres"
+}

@@ -1,0 +1,7 @@
+resource "aws_ebs_encryption_by_default" "on" {
+  enabled = true
+}
+resource "aws_ebs_volume" "data" {
+  availability_zone = "eu-west-1a"
+  size              = 100
+}

@@ -1,0 +1,4 @@
+resource "aws_launch_configuration" "old" {
+  image_id      = "ami-0123456789abcdef0"
+  instance_type = "t3.small"
+}

@@ -1,0 +1,9 @@
+locals {
+  tokens = "required"
+}
+resource "aws_launch_template" "nodes" {
+  name_prefix = "nodes-"
+  metadata_options {
+    http_tokens = local.tokens
+  }
+}

@@ -1,0 +1,9 @@
+resource "aws_security_group" "svc" {
+  name = "svc"
+  ingress {
+    from_port   = 2380
+    to_port     = 2380
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
