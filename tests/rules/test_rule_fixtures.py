@@ -12,6 +12,9 @@ What a fixture holds depends on the rule's engine (FIRES below):
   planted moto accounts of tests/conformity/aws, or hand-built where moto cannot show the case).
 - iac: real IaC files (`*.tf`, `*.tfplan.json`, Kubernetes or compose `*.yaml`) scanned by `iac scan`
   with just that rule.
+- appsec: `*.json` HTTP requests, {"method", "path", "query", "headers", "body", "policy"}, judged by the
+  appsec inspector with just that rule; with "runtime": {"event", "args"}, that audit event is raised while
+  the request is under the runtime guards.
 """
 
 import json
@@ -79,10 +82,41 @@ def _iac_fires(rule, path: Path) -> bool:
     return rule.id in [f.rule_id for f in result.findings]
 
 
+def _appsec_fires(rule, path: Path) -> bool:
+    """A request {"method", "path", "query", "headers", "body" (text or JSON), "policy"} judged with that rule
+    alone, as the adapters judge it (a body past the policy's max_body_bytes is cut and marked)."""
+    from cloudward.appsec.policy import load_policy
+    from cloudward.appsec.protect import Protector
+    from cloudward.appsec.request import HttpRequest
+    from cloudward.appsec.sink import FindingQueue
+
+    data = json.loads(path.read_text())
+    body = data.get("body", "")
+    raw = (json.dumps(body) if isinstance(body, dict | list) else str(body)).encode()
+    protector = Protector("block", load_policy(data.get("policy") or {}), rules=[rule],
+                          findings=FindingQueue(lambda findings: None), guards="runtime" in data)
+    policy = protector.route(data.get("method", "GET"), data.get("path", "/"))
+    request = HttpRequest(method=data.get("method", "GET"), raw_path=data.get("path", "/"), query=data.get("query", ""),
+                          headers=[(k.lower(), v) for k, v in (data.get("headers") or {}).items()],
+                          body=raw[: policy.max_body_bytes], body_truncated=len(raw) > policy.max_body_bytes)
+    if "runtime" in data:  # {"event": an audit event, "args": [...]} raised while the request is guarded
+        import sys
+
+        from cloudward.appsec.guards import GuardViolation
+
+        try:
+            with protector.guard(request, policy):
+                sys.audit(data["runtime"]["event"], *data["runtime"]["args"])
+        except GuardViolation:
+            return rule.id == "appsec.runtime_guard"
+        return False
+    return rule.id in {d.rule_id for d in protector.judge(request, policy).detections}
+
+
 # engine name -> does this rule fire on this fixture file?
 FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires,
          "image": _subject_fires("image"), "content": _subject_fires("content"), "aws": _subject_fires("aws"),
-         "iac": _iac_fires}
+         "iac": _iac_fires, "appsec": _appsec_fires}
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)

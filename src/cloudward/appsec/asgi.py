@@ -24,6 +24,30 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_CLEAN_KEY_BYTES = 4096
+
+
+def _clean_key(scope: Scope, raw: bytes | None) -> tuple[Any, ...] | None:
+    """What a bodiless request's verdict depends on (method, target, every header), as a hashable key;
+    None for a request with a body or too large a head to remember."""
+    query = scope.get("query_string", b"")
+    size = len(raw or b"") + len(query)
+    headers = scope.get("headers", ())
+    for name, value in headers:
+        if name in _BODY_HEADERS:
+            return None
+        size += len(value) + len(name)
+    if size > _CLEAN_KEY_BYTES:
+        return None
+    try:
+        key = (scope["method"], raw, scope.get("path"), query, tuple(map(tuple, headers)))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 class ASGIMiddleware:
     """`app = ASGIMiddleware(app, mode="block", policy="appsec.yaml")`."""
 
@@ -37,6 +61,11 @@ class ASGIMiddleware:
             return
         method = scope["method"]
         raw = scope.get("raw_path")
+        protector = self.protector
+        clean_key = None if protector.guards else _clean_key(scope, raw)  # guards need each request's values
+        if clean_key is not None and protector.known_clean(clean_key):
+            await self.app(scope, receive, send)  # this very request was judged clean before
+            return
         raw_path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"), safe="/%:@!$&'()*+,;=~")
         raw_path = raw_path.split("?", 1)[0]
         policy = self.protector.route(method, scope.get("path", raw_path))
@@ -73,6 +102,8 @@ class ASGIMiddleware:
                               headers=headers, body=body[: policy.max_body_bytes], body_truncated=truncated,
                               client=str(client[0]))
         verdict = self.protector.judge(request, policy)
+        if clean_key is not None and not verdict.detections and not verdict.findings:
+            protector.remember_clean(clean_key)
         status = self.protector.refusal(verdict, request, policy)
         if status:
             payload = block_payload(verdict.incident_id, status)
@@ -84,7 +115,8 @@ class ASGIMiddleware:
             await send({"type": "http.response.body", "body": payload})
             return
         if not has_body:
-            await self.app(scope, receive, send)
+            with protector.guard(request, policy):
+                await self.app(scope, receive, send)
             return
         replayed = False
 
@@ -98,4 +130,5 @@ class ASGIMiddleware:
                 return message
             return await receive()
 
-        await self.app(scope, replay, send)
+        with protector.guard(request, policy):
+            await self.app(scope, replay, send)

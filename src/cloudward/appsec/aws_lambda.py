@@ -109,7 +109,12 @@ def protect_lambda(handler: H | None = None, *, mode: str | None = None, policy:
                 return {"statusCode": status, "isBase64Encoded": False,
                         "headers": {"content-type": "application/json", "x-cloudward-incident": verdict.incident_id},
                         "body": block_payload(verdict.incident_id, status).decode()}
-            return fn(event, context)
+            try:
+                with protector.guard(request, rule_policy):
+                    return fn(event, context)
+            finally:
+                if protector.guards:
+                    protector.queue.flush(flush_seconds)  # a guard's finding, before the function freezes
 
         protected.protector = protector  # type: ignore[attr-defined]
         return protected  # type: ignore[return-value]

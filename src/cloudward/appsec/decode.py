@@ -14,6 +14,7 @@ import base64
 import binascii
 import html
 import re
+import unicodedata
 from urllib.parse import unquote_to_bytes
 
 __all__ = ["MAX_VALUE", "b64_decode", "html_decode", "js_decode", "percent_decode", "unicode_percent_decode",
@@ -24,6 +25,8 @@ MAX_VALUE = 16_384  # characters of one value that are judged (a longer value is
 _OVERLONG = re.compile(rb"[\xc0\xc1][\x80-\xbf]|\xe0[\x80-\x9f][\x80-\xbf]")
 _PCT_U = re.compile(r"%u([0-9a-fA-F]{4})")
 _JS_ESC = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
+_HIGH_MARKUP = re.compile(r"[\xa2\xa7\xbc\xbe]")  # " ' < > with the 8th bit set
+_STRIP_HIGH_BIT = {c: c & 0x7F for c in range(0xA0, 0x100)}
 _B64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 
 
@@ -100,6 +103,9 @@ def b64_decode(text: str) -> str | None:
 def variants(text: str, *, base64_marked: bool = False, limit: int = MAX_VALUE) -> list[str]:
     """The distinct forms of `text` to judge, the value as received first."""
     text = text[:limit]
+    if not base64_marked and "%" not in text and "&" not in text and "\\" not in text and "+" not in text \
+            and text.isascii():
+        return [text]  # nothing any decoder below would change
     out = [text]
     seen = {text}
 
@@ -124,4 +130,19 @@ def variants(text: str, *, base64_marked: bool = False, limit: int = MAX_VALUE) 
         add(html_decode(current))
         add(js_decode(current))
         add(js_decode(html_decode(current)))
+    for current in list(out):
+        if not current.isascii():
+            add(unicodedata.normalize("NFKC", current))  # fullwidth (U+FF1C) script (U+FF1E) folds to <script>
+            if _HIGH_MARKUP.search(current):
+                add(current.translate(_STRIP_HIGH_BIT))  # US-ASCII with the 8th bit set: \xbc is <
+        if "+AD" in current or "+ACI" in current:
+            add(utf7_decode(current))
     return out
+
+
+def utf7_decode(text: str) -> str:
+    """UTF-7 (`+ADw-script+AD4-`), which old browsers sniffed; undecodable stretches stay as they are."""
+    try:
+        return text.encode("ascii", "replace").decode("utf-7", "replace")
+    except Exception:  # the codec raises on some malformed input: a decoder here must not
+        return text

@@ -29,10 +29,13 @@ _SQLI_HINT = re.compile(r"['\"`()=;#*/\\-]|\b(?:or|and|union|select|sleep|benchm
                         re.IGNORECASE)
 
 
+_ARITHMETIC = re.compile(r"^[\d\s+*/().-]*$")  # `(3 + 4) * 5 - 2/1`: numbers and operators only
+
+
 def is_sqli(text: str) -> str | None:
     """The libinjection fingerprint when `text` tokenizes as SQL injection."""
     _require_libinjection()
-    if len(text) < 2 or not _SQLI_HINT.search(text):
+    if len(text) < 2 or not _SQLI_HINT.search(text) or _ARITHMETIC.match(text):
         return None
     try:
         result = _libinjection.is_sql_injection(text)
@@ -236,7 +239,7 @@ def rfi_hit(text: str, name_listed: bool) -> str | None:
             return text.strip()[:200]
         return None
     host = _host_of(match.group(1))
-    if parse_ip(host) is not None and host.count(".") == 3:
+    if parse_ip(host) is not None and (host.count(".") == 3 or ":" in host):  # dotted IPv4 or an IPv6 literal
         return text.strip()[:200]
     if text.rstrip().endswith("?") or "%00" in text or "\x00" in text:
         return text.strip()[:200]

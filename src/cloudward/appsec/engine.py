@@ -7,16 +7,18 @@ raises on request content: a request it cannot parse is judged on what it could 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cloudward.appsec import detectors
 from cloudward.appsec.decode import variants
+from cloudward.appsec.multimatch import PatternSet
 from cloudward.appsec.policy import EffectivePolicy
 from cloudward.appsec.request import HttpRequest, Upload, Value
 from cloudward.core.finding import Finding, Target
@@ -36,6 +38,8 @@ UploadScanner = Callable[[bytes, str], list[Finding]]
 
 _log = logging.getLogger("cloudward.appsec")
 _EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+_CACHE_SIZE = 4096  # values remembered with their verdict (each at most _CACHE_TEXT characters)
+_CACHE_TEXT = 512
 _SENSITIVE = re.compile(r"pass|pwd|secret|token|auth|session|cookie|key|credential|sid$", re.IGNORECASE)
 
 
@@ -47,6 +51,8 @@ _SQL_COMMENT = re.compile(r"/\*!?\d*|\*/")
 _TAG_SPACE = re.compile(r"<\s+")
 _SHELL_NOISE = re.compile(r"[\\'\"^]|\$\{ifs\}|\$ifs\b|\$@|\$\*|\$\{\}|\$\{?[0-9]\}?|\$[a-z]\b")
 _SLASHES = re.compile(r"[\\/]+")
+_NAME_PARTS = re.compile(r"[a-z0-9_]+")
+_SHELL_HINT = re.compile(r"[\\'\"^$]")
 
 
 def _t_sql_comments(text: str) -> str:
@@ -58,7 +64,7 @@ def _t_compact_tags(text: str) -> str:
 
 
 def _t_shell(text: str) -> str:
-    if not any(c in text for c in "\\'\"^$"):
+    if not _SHELL_HINT.search(text):
         return text
     return _SHELL_NOISE.sub(lambda m: " " if "ifs" in m.group(0) else "", text)
 
@@ -134,6 +140,8 @@ class _Compiled:
     patterns: tuple[re.Pattern[str], ...]
     names: frozenset[str]
     classes: frozenset[str]
+    chain: tuple[str, ...] = ()  # the transform names: rules sharing a chain share one PatternSet
+    pattern_ids: tuple[int, ...] = ()  # each pattern's index in its chain's PatternSet
 
 
 def _compile(rule: Rule) -> _Compiled:
@@ -147,7 +155,19 @@ def _compile(rule: Rule) -> _Compiled:
         patterns=tuple(re.compile(p, re.DOTALL) for p in match.get("patterns", []) or []),
         names=frozenset(str(n).lower() for n in match.get("names", []) or []),
         classes=frozenset(match.get("classes", []) or []),
+        chain=tuple(match.get("transforms", []) or []),
     )
+
+
+def _number_patterns(compiled: list[_Compiled]) -> tuple[list[_Compiled], PatternSet]:
+    """Give every pattern of every rule a global index, and one PatternSet over all of them."""
+    out: list[_Compiled] = []
+    patterns: list[str] = []
+    for item in compiled:
+        ids = tuple(range(len(patterns), len(patterns) + len(item.patterns)))
+        patterns.extend(p.pattern for p in item.patterns)
+        out.append(replace(item, pattern_ids=ids))
+    return out, PatternSet(patterns)
 
 
 def _fragment(location: str, name: str, text: str) -> str:
@@ -166,10 +186,14 @@ class Inspector:
                  upload_scanners: Sequence[UploadScanner] = ()) -> None:
         ruleset = load_appsec_rules() if rules is None else rules
         self.rules = [r for r in ruleset if r.engine_name == ENGINE]
-        self.compiled = [_compile(r) for r in self.rules if r.match.get("detector") != "none"]
+        self.compiled, self._patternset = _number_patterns(
+            [_compile(r) for r in self.rules if r.match.get("detector") != "none"])
         self.by_id = {r.id: r for r in self.rules}
         self.upload_scanners = list(upload_scanners)
         self._by_target: dict[tuple[str, str], list[_Compiled]] = {}
+        # verdicts on values, which repeat from request to request (User-Agent, Accept, session cookies,
+        # parameter names, paging and sort values): (group, name, text[, host]) -> rules fired, fragments
+        self._cache: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
     def _wanted(self, group: str, name: str) -> list[_Compiled]:
         """The rules that look at values of `group` (and, for headers, of this header), memoised."""
@@ -187,26 +211,33 @@ class Inspector:
     def inspect(self, request: HttpRequest, policy: EffectivePolicy) -> Verdict:
         detections: list[Detection] = []
         disabled = policy.disabled_rules
-        active = [c for c in self.compiled if c.rule.id not in disabled] if disabled else self.compiled
         host = request.header("host")
+        cache = self._cache
         for value in request.values():
             if not value.text:
                 continue
-            wanted = self._wanted(value.group, value.name)
-            if disabled:
-                wanted = [c for c in wanted if c.rule.id not in disabled]
-            if not wanted:
-                continue
-            forms = variants(value.text, base64_marked=bool(policy.base64) and policy.base64_marked(value.location))
-            for compiled in wanted:
-                if policy.exclusions and policy.excluded(compiled.rule.id, value.location):
+            marked = bool(policy.base64) and policy.base64_marked(value.location)
+            cacheable = not marked and len(value.text) <= _CACHE_TEXT
+            # all a cached verdict depends on: (group, name, text), and the Host for open redirects
+            key = value[1:] if value.group != "args" else (*value[1:], host)
+            hits = cache.get(key) if cacheable else None
+            if hits is None:
+                wanted = self._wanted(value.group, value.name)
+                if not wanted:
                     continue
-                hit = self._judge(compiled, value, forms, host)
-                if hit is not None:
-                    detections.append(Detection(compiled.rule.id, value.location,
-                                                _fragment(value.location, value.name, hit)))
+                hits = self._judge_value(wanted, value, variants(value.text, base64_marked=marked), host)
+                if cacheable:
+                    self._remember(key, hits)
+            for rule_id, hit in hits:
+                if disabled and rule_id in disabled:
+                    continue
+                if policy.exclusions and policy.excluded(rule_id, value.location):
+                    continue
+                detections.append(Detection(rule_id, value.location, _fragment(value.location, value.name, hit)))
         findings: list[Finding] = []
-        for upload in request.uploads():
+        uploads = request.uploads()
+        active = [c for c in self.compiled if c.rule.id not in disabled] if uploads and disabled else self.compiled
+        for upload in uploads:
             detections.extend(self._judge_upload(upload, active, policy))
             if self.upload_scanners and not policy.excluded("upload", f"file:{upload.field}"):
                 findings.extend(self._scan_upload(upload))
@@ -222,20 +253,77 @@ class Inspector:
         rule = self.by_id.get(rule_id)
         return rule.severity if rule is not None else Severity.HIGH
 
-    def _judge(self, compiled: _Compiled, value: Value, forms: list[str], host: str) -> str | None:
-        detector = compiled.detector
-        texts = forms
-        if compiled.transforms:
-            texts = []
-            for form in forms:
-                for transform in compiled.transforms:
-                    form = transform(form)
-                texts.append(form)
+    def _remember(self, key: tuple[str, ...], hits: tuple[tuple[str, str], ...]) -> None:
+        if len(self._cache) >= _CACHE_SIZE:
+            # oldest first (dicts keep insertion order); another thread may have removed it
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = hits
+
+    def _judge_value(self, wanted: list[_Compiled], value: Value, forms: list[str],
+                     host: str) -> tuple[tuple[str, str], ...]:
+        """Every wanted rule that fires on the value, with what matched (before policy filtering)."""
+        texts: dict[tuple[str, ...], list[str]] = {}
+        done: dict[tuple[Callable[[str], str], str], str] = {}  # chains share steps (`lower` above all)
+        for compiled in wanted:
+            if compiled.chain not in texts:
+                chained = forms
+                if compiled.transforms:
+                    chained = []
+                    for form in forms:
+                        for transform in compiled.transforms:
+                            step = (transform, form)
+                            form = done[step] if step in done else done.setdefault(step, transform(form))
+                        chained.append(form)
+                texts[compiled.chain] = chained
+        # one Hyperscan pass per distinct text; the union says which patterns can match at all, so a
+        # rule that is nothing but patterns, none of them among these, is settled without a call
+        scans: dict[str, frozenset[int] | None] = {}
+        matched: set[int] | None = set()
+        for chained in texts.values():
+            for text in chained:
+                if text not in scans:
+                    found = scans[text] = self._patternset.hits(text)
+                    if found is None:
+                        matched = None
+                    elif matched is not None:
+                        matched.update(found)
+        out: list[tuple[str, str]] = []
+        for compiled in wanted:
+            if compiled.detector == "patterns" and matched is not None and matched.isdisjoint(compiled.pattern_ids):
+                continue
+            hit = self._judge(compiled, value, forms, texts[compiled.chain], scans, host)
+            if hit is not None:
+                out.append((compiled.rule.id, hit))
+        return tuple(out)
+
+    def _patterns(self, compiled: _Compiled, texts: list[str], scans: dict[str, frozenset[int] | None]) -> str | None:
+        """The first match of the rule's patterns in its transformed texts. One Hyperscan pass per distinct
+        text says which patterns (of all rules) match at all; `re` runs only for those."""
+        if not compiled.patterns:
+            return None
+        patternset = self._patternset
         for text in texts:
-            for pattern in compiled.patterns:
+            if text in scans:
+                found_ids = scans[text]
+            else:
+                found_ids = scans[text] = patternset.hits(text)
+            if found_ids is not None and found_ids.isdisjoint(compiled.pattern_ids):
+                continue
+            for index, pattern in zip(compiled.pattern_ids, compiled.patterns, strict=True):
+                if found_ids is not None and index not in found_ids:
+                    continue
                 found = pattern.search(text)
                 if found:
                     return found.group(0) or text
+        return None
+
+    def _judge(self, compiled: _Compiled, value: Value, forms: list[str], texts: list[str],
+               scans: dict[str, frozenset[int] | None], host: str) -> str | None:
+        detector = compiled.detector
+        matched = self._patterns(compiled, texts, scans)
+        if matched is not None:
+            return matched
         if detector == "sqli":
             for form in forms:
                 fingerprint = detectors.is_sqli(form)
@@ -254,7 +342,8 @@ class Inspector:
         elif detector == "jndi":
             return detectors.find_jndi(forms)
         elif detector == "rfi":
-            listed = value.name.lower() in compiled.names
+            name = value.name.lower()  # `_CONF[path]` names `path` too
+            listed = name in compiled.names or any(part in compiled.names for part in _NAME_PARTS.findall(name))
             for form in forms:
                 found_rfi = detectors.rfi_hit(form, listed)
                 if found_rfi:

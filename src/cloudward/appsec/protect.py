@@ -5,24 +5,30 @@ the request goes to the application (a protection bug must not become an outage)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from cloudward.appsec import guards
 from cloudward.appsec.engine import Detection, Inspector, UploadScanner, Verdict, load_appsec_rules
 from cloudward.appsec.policy import EffectivePolicy, Policy, load_policy
 from cloudward.appsec.request import HttpRequest
 from cloudward.appsec.sink import FindingQueue, Sink
-from cloudward.core.rules import RuleSet
+from cloudward.core.rules import Rule, RuleSet
 
 __all__ = ["PolicySource", "Protector", "block_payload"]
 
 log = logging.getLogger("cloudward.appsec")
 PolicySource = str | Path | dict[str, Any] | Policy | None
+# header values an attacker steers and an application passes on (other headers are the client's own)
+_STEERING = frozenset({"user-agent", "referer", "x-forwarded-for", "x-forwarded-host", "x-original-url", "host"})
+CLEAN_REQUESTS = 2048  # at most this many request heads (each at most 4 KiB) remembered as clean
 
 
 def block_payload(incident_id: str, status: int = 403) -> bytes:
@@ -33,15 +39,33 @@ def block_payload(incident_id: str, status: int = 403) -> bytes:
 
 class Protector:
     def __init__(self, mode: str | None = None, policy: PolicySource = None, *, sink: Sink | None = None,
-                 findings: FindingQueue | None = None, rules: RuleSet | None = None,
-                 rules_dirs: Sequence[Path] = (), upload_scanners: Sequence[UploadScanner] = ()) -> None:
+                 findings: FindingQueue | None = None, rules: RuleSet | Sequence[Rule] | None = None,
+                 rules_dirs: Sequence[Path] = (), upload_scanners: Sequence[UploadScanner] = (),
+                 guards: bool = False) -> None:
         loaded = load_policy(policy)
         self.policy = loaded.with_mode(mode) if mode is not None else loaded
         ruleset = rules if rules is not None else load_appsec_rules(rules_dirs)
         self.inspector = Inspector(ruleset, upload_scanners=upload_scanners)
         self.queue = findings if findings is not None else FindingQueue(sink)
         self._lock = threading.Lock()
-        self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0}
+        self.guards = guards  # runtime guards (cloudward.appsec.guards) around the application's call
+        self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0, "guarded": 0}
+        self._clean: dict[Hashable, None] = {}  # heads of bodiless requests judged clean (see known_clean)
+
+    def known_clean(self, key: Hashable) -> bool:
+        """True (and counted as a request) when a request with exactly this head was judged clean: the
+        verdict is a function of the request and the fixed policy, so it would be clean again. Only
+        bodiless requests are keyed (see the adapters); the memory is bounded."""
+        if key in self._clean:
+            self._count("requests")
+            return True
+        return False
+
+    def remember_clean(self, key: Hashable) -> None:
+        if len(self._clean) >= CLEAN_REQUESTS:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # oldest first; may be gone
+                del self._clean[next(iter(self._clean))]
+        self._clean[key] = None
 
     def route(self, method: str, path: str) -> EffectivePolicy:
         return self.policy.for_request(method, path)
@@ -71,6 +95,22 @@ class Protector:
             self._count("errors")
             log.exception("appsec: inspection failed; the request was passed")
             return Verdict(mode=policy.mode)
+
+    def guard(self, request: HttpRequest, policy: EffectivePolicy) -> AbstractContextManager[None]:
+        """What to run the application inside: the runtime guards for this request, when turned on."""
+        if not self.guards or policy.mode == "off":
+            return contextlib.nullcontext()
+        fragments = [value.text for value in request.values() if value.group != "headers" or value.name in _STEERING]
+
+        def report(found: guards.Violation, blocked: bool) -> None:
+            self._count("guarded")
+            detection = Detection("appsec.runtime_guard", f"runtime:{found.kind}", found.fragment[:120], found.detail)
+            verdict = Verdict(detections=[detection], incident_id=uuid.uuid4().hex[:20], mode=policy.mode,
+                              block=blocked)
+            self.queue.put(self.inspector.findings(verdict, request, self.policy.service,
+                                                   action="blocked" if blocked else "monitored"))
+
+        return guards.guarding(fragments, block=policy.mode == "block", report=report)
 
     @staticmethod
     def refusal(verdict: Verdict, request: HttpRequest, policy: EffectivePolicy) -> int:

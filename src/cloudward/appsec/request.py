@@ -8,9 +8,12 @@ to MAX_DEPTH levels without recursion, multipart parts counted.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
+from xml.etree import ElementTree
 
 from cloudward.appsec.decode import MAX_VALUE, percent_decode
 
@@ -22,8 +25,7 @@ MAX_DEPTH = 64
 MAX_PARTS = 200
 
 
-@dataclass(frozen=True)
-class Value:
+class Value(NamedTuple):  # a tuple: built for every value of every request, so it must be cheap
     location: str  # e.g. args:q
     group: str  # args, args_names, path, headers, cookies, body, files, filenames
     name: str  # the parameter / header / cookie name ("" for path and body)
@@ -68,10 +70,7 @@ class HttpRequest:
 
     def values(self) -> Iterator[Value]:
         """Every value of the request with its location, at most MAX_VALUES."""
-        for count, value in enumerate(self._values(), start=1):
-            yield value
-            if count >= MAX_VALUES:
-                return
+        return itertools.islice(self._values(), MAX_VALUES)
 
     def _values(self) -> Iterator[Value]:
         path = self.path[:MAX_VALUE]
@@ -86,6 +85,8 @@ class HttpRequest:
         for name, value in self.headers:
             if name == "cookie":
                 for cname, cvalue in parse_cookies(value):
+                    if cname and not cname.replace("_", "").replace("-", "").isalnum():  # names carry attacks too
+                        yield Value(f"cookie_name:{cname}", "cookies", cname, cname)
                     yield Value(f"cookie:{cname}", "cookies", cname, cvalue)
             else:
                 yield Value(f"header:{name}", "headers", name, value[:MAX_VALUE])
@@ -94,6 +95,24 @@ class HttpRequest:
 
     def _body_values(self) -> Iterator[Value]:
         kind = self.content_type
+        if not kind:  # no Content-Type: what the body looks like decides (a form unless it is clearly more)
+            head = self.body[:64].lstrip()
+            if head.startswith(b"<"):
+                kind = "text/xml"
+            elif head.startswith((b"{", b"[")):
+                kind = "application/json"
+        if kind in ("text/xml", "application/xml") or kind.endswith("+xml"):
+            values = _xml_values(self.body)
+            if values is not None:
+                yield from values
+                return
+            if not self.content_type:  # not XML after all
+                kind = ""
+        if kind == "application/json" and not self.content_type:
+            try:
+                json.loads(self.body.decode("utf-8", "replace"))
+            except (ValueError, RecursionError):
+                kind = ""
         if kind in ("application/x-www-form-urlencoded", ""):
             text = self.body.decode("utf-8", "replace")
             for name, value in parse_query(text):
@@ -163,6 +182,28 @@ def _json_values(body: bytes) -> Iterator[Value]:
             yield Value(f"json:{path}", "args", path.rsplit(".", 1)[-1], str(node)[:64])
 
 
+def _xml_values(body: bytes) -> list[Value] | None:
+    """Element text and attribute values of an XML document (names are markup, not data), or None when the
+    body is not well-formed XML, which is then judged as it is. Expat does not fetch external entities and
+    (2.4+) refuses exponential entity expansion."""
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 - no external entities; expat caps expansion
+    except (ElementTree.ParseError, ValueError, RecursionError):
+        return None
+    out: list[Value] = []
+    for element in root.iter():
+        tag = str(element.tag).rsplit("}", 1)[-1][:200]
+        for name, value in element.attrib.items():
+            attr = str(name).rsplit("}", 1)[-1][:200]
+            out.append(Value(f"xml:{tag}@{attr}", "args", attr, value[:MAX_VALUE]))
+        for text in (element.text, element.tail):
+            if text and text.strip():
+                out.append(Value(f"xml:{tag}", "args", tag, text.strip()[:MAX_VALUE]))
+        if len(out) >= MAX_VALUES:
+            break
+    return out
+
+
 def _boundary(content_type: str) -> bytes:
     for piece in content_type.split(";")[1:]:
         key, _, value = piece.strip().partition("=")
@@ -173,7 +214,7 @@ def _boundary(content_type: str) -> bytes:
 
 def _disposition(headers: bytes) -> tuple[str, str | None, str]:
     name, filename, ctype = "", None, ""
-    for line in headers.split(b"\r\n"):
+    for line in headers.splitlines():
         key, _, value = line.partition(b":")
         key_text = key.strip().lower()
         text = value.decode("utf-8", "replace").strip()
@@ -205,10 +246,14 @@ def parse_multipart(body: bytes, boundary: bytes) -> tuple[list[tuple[str, str]]
             break
         part = part[2:] if part.startswith(b"\r\n") else part.lstrip(b"\n")
         head, sep, content = part.partition(b"\r\n\r\n")
-        if not sep:
-            continue
+        if not sep:  # bare LF line ends: not what the RFC says, but parsers (PHP's among them) accept it
+            head, sep, content = part.partition(b"\n\n")
+            if not sep:
+                continue
         if content.endswith(b"\r\n"):
             content = content[:-2]
+        elif content.endswith(b"\n"):
+            content = content[:-1]
         name, filename, ctype = _disposition(head)
         if filename is not None:
             uploads.append(Upload(name, filename, ctype, content))

@@ -134,4 +134,5 @@ class WSGIMiddleware:
             start_response(reason, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
                                     ("X-Cloudward-Incident", verdict.incident_id)])
             return [payload]
-        return self.app(environ, start_response)
+        with self.protector.guard(request, policy):  # the view's calls; a streamed body is iterated later
+            return self.app(environ, start_response)

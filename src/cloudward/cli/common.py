@@ -75,6 +75,7 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
 
 def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     """Every capability's built-in rules plus the user's folders, validated by their engines."""
+    from cloudward.appsec.engine import validate_rule as validate_appsec_rule
     from cloudward.conformity.aws import validate_rule as validate_aws_rule
     from cloudward.core.rules import load_rules
     from cloudward.engines.subject_rules import validate_rule as validate_subject_rule
@@ -83,11 +84,11 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
     return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
-                       "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac"],
+                       "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac", "cloudward.appsec"],
                       extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
                                                "host": validate_host_rule, "image": validate_subject_rule,
                                                "content": validate_subject_rule, "aws": validate_aws_rule,
-                                               "iac": validate_subject_rule})
+                                               "iac": validate_subject_rule, "appsec": validate_appsec_rule})
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

@@ -51,6 +51,46 @@ async def count(request: Request) -> JSONResponse:
     return JSONResponse({"size": size, "sha256": digest.hexdigest()})
 
 
+@inner.get("/guarded/run")
+def guarded_run(host: str) -> JSONResponse:
+    """A command built from a request value through a shell: what the runtime guards are for."""
+    import subprocess
+
+    command = f"echo pinging {host}"  # a request value in a shell command: unsafe on purpose
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+    return JSONResponse({"output": done.stdout})
+
+
+@inner.get("/guarded/read")
+def guarded_read(name: str) -> JSONResponse:
+    base = os.environ.get("APPSEC_FILES", "/tmp")
+    try:
+        with open(os.path.join(base, name)) as handle:  # the unsafe join under test
+            return JSONResponse({"content": handle.read(200)})
+    except FileNotFoundError:
+        return JSONResponse({"content": None}, status_code=404)
+
+
+@inner.get("/guarded/fetch")
+def guarded_fetch(url: str) -> JSONResponse:
+    import socket
+    from urllib.parse import urlsplit
+
+    from cloudward.appsec.detectors import parse_ip
+
+    host = urlsplit(url).hostname or ""
+    address = parse_ip(host)  # as a lenient resolver would read 2852039166 or 0xa9fea9fe
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        try:
+            sock.connect((str(address) if address else host, urlsplit(url).port or 80))
+        except OSError as exc:
+            if type(exc).__name__ == "GuardViolation":
+                raise
+            return JSONResponse({"connected": False})
+    return JSONResponse({"connected": True})
+
+
 @inner.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
 async def echo(request: Request, path: str) -> JSONResponse:
     _called(request)
@@ -73,6 +113,8 @@ def build() -> object:
         from cloudward.appsec.uploads import content_scanner, secret_scanner
 
         options["upload_scanners"] = [content_scanner(), secret_scanner(cloudward.secrets.scan_bytes)]
+    if os.environ.get("APPSEC_GUARDS") == "1":
+        options["guards"] = True
     return ASGIMiddleware(inner, mode=os.environ.get("APPSEC_MODE") or None,
                           policy=os.environ.get("APPSEC_POLICY") or None, **options)
 
