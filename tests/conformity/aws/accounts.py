@@ -245,12 +245,16 @@ def plant_hardened(endpoint: str) -> None:
             {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled", "MFADelete": "Enabled"},
                                  MFA="arn:aws:iam::222222222222:mfa/root 123456")
-        s3.put_bucket_policy(Bucket=bucket, Policy=_doc({
-            "Sid": "tls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}))
-    s3.put_bucket_acl(Bucket="hardened-logs", GrantWrite="uri=http://acs.amazonaws.com/groups/s3/LogDelivery",
-                      GrantReadACP="uri=http://acs.amazonaws.com/groups/s3/LogDelivery")
+        tls = {"Sid": "tls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "s3:*",
+               "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+               "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+        # ACLs are off (bucket owner enforced): access logs are delivered under the bucket policy
+        delivery = {"Sid": "access-logs", "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"},
+                    "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": HARDENED}}}
+        s3.put_bucket_policy(Bucket=bucket, Policy=_doc(tls, delivery) if bucket == "hardened-logs" else _doc(tls))
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
     for bucket in ("hardened-data", "hardened-logs"):
         s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
             "TargetBucket": "hardened-logs", "TargetPrefix": f"{bucket}/"}})
@@ -261,6 +265,10 @@ def plant_hardened(endpoint: str) -> None:
                     CloudWatchLogsLogGroupArn=f"arn:aws:logs:{HOME}:{HARDENED}:log-group:trail:*",
                     CloudWatchLogsRoleArn=role)
     ct.start_logging(Name="org-trail")
+    ct.put_event_selectors(TrailName="org-trail", EventSelectors=[{
+        "ReadWriteType": "All", "IncludeManagementEvents": True,
+        "DataResources": [{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3"]},
+                          {"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]}]}])
 
     lam = c("lambda")
     lam.create_function(FunctionName="good-fn", Runtime="python3.12", Role=role, Handler="app.handler",
@@ -278,8 +286,15 @@ def plant_hardened(endpoint: str) -> None:
         logging={"clusterLogging": [{"types": ["api", "audit", "authenticator", "controllerManager", "scheduler"],
                                      "enabled": True}]},
         encryptionConfig=[{"resources": ["secrets"], "provider": {"keyArn": key}}])
+    c("ecr").put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}])
     rds = c("rds")
+    rds.create_db_parameter_group(DBParameterGroupName="tls-only", DBParameterGroupFamily="postgres16",
+                                  Description="clients must use TLS")
+    rds.modify_db_parameter_group(DBParameterGroupName="tls-only", Parameters=[
+        {"ParameterName": "rds.force_ssl", "ParameterValue": "1", "ApplyMethod": "pending-reboot"}])
     rds.create_db_instance(DBInstanceIdentifier="good-db", DBInstanceClass="db.t3.micro", Engine="postgres",
+                           EngineVersion="16.4", DBParameterGroupName="tls-only",
                            MasterUsername="app", MasterUserPassword="not-a-real-pass", AllocatedStorage=20,
                            PubliclyAccessible=False, StorageEncrypted=True, KmsKeyId=key, BackupRetentionPeriod=14,
                            MultiAZ=True, DeletionProtection=True, AutoMinorVersionUpgrade=True,
@@ -307,6 +322,9 @@ def plant_hardened(endpoint: str) -> None:
                 ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=number, Protocol="6",
                                              RuleAction="deny", Egress=False, CidrBlock="0.0.0.0/0",
                                              PortRange={"From": port, "To": port})
+        for each in ec2.describe_subnets()["Subnets"]:  # default subnets hand out public IPs: not here
+            if each.get("MapPublicIpOnLaunch"):
+                ec2.modify_subnet_attribute(SubnetId=each["SubnetId"], MapPublicIpOnLaunch={"Value": False})
         ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[sg],
                           IamInstanceProfile={"Arn": profile}, Monitoring={"Enabled": True},
                           MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1},

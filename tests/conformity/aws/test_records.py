@@ -179,3 +179,62 @@ def test_framework_statuses():
             "rule_ids": ["aws.ec2.instance_imdsv1"]}
     out = evaluate_framework(framework, scan, rules)  # type: ignore[arg-type]
     assert [c["status"] for c in out["controls"]] == ["pass", "error", "not checked", "fail", "not scored"]
+
+
+def test_data_event_selectors_count_only_when_they_cover_every_bucket_or_function() -> None:
+    from cloudward.conformity.aws.collectors.cloudtrail import data_events
+
+    def classic(mode: str, *resources: tuple[str, list[str]]) -> dict[str, Any]:
+        return {"EventSelectors": [{"ReadWriteType": mode, "IncludeManagementEvents": True,
+                                    "DataResources": [{"Type": t, "Values": v} for t, v in resources]}]}
+
+    every = classic("All", ("AWS::S3::Object", ["arn:aws:s3"]), ("AWS::Lambda::Function", ["arn:aws:lambda"]))
+    assert data_events(every) == {"s3_object_read_events": True, "s3_object_write_events": True,
+                                  "lambda_invoke_events": True}
+    reads = data_events(classic("ReadOnly", ("AWS::S3::Object", ["arn:aws:s3:::"])))
+    assert reads["s3_object_read_events"] and not reads["s3_object_write_events"]
+    one_bucket = data_events(classic("All", ("AWS::S3::Object", ["arn:aws:s3:::payroll/"]),
+                                     ("AWS::Lambda::Function", ["arn:aws:lambda:us-east-1:1:function:f"])))
+    assert not any(one_bucket.values())
+    management_only = {"EventSelectors": [{"ReadWriteType": "All", "IncludeManagementEvents": True}]}
+    assert not any(data_events(management_only).values())
+
+    def advanced(*fields: tuple[str, str, list[str]]) -> dict[str, Any]:
+        return {"AdvancedEventSelectors": [{"FieldSelectors": [{"Field": f, op: v} for f, op, v in fields]}]}
+
+    writes = data_events(advanced(("eventCategory", "Equals", ["Data"]),
+                                  ("resources.type", "Equals", ["AWS::S3::Object"]), ("readOnly", "Equals", ["false"])))
+    assert writes["s3_object_write_events"] and not writes["s3_object_read_events"]
+    narrowed = data_events(advanced(("eventCategory", "Equals", ["Data"]),
+                                    ("resources.type", "Equals", ["AWS::S3::Object"]),
+                                    ("resources.ARN", "StartsWith", ["arn:aws:s3:::payroll/"])))
+    assert not narrowed["s3_object_read_events"] and not narrowed["s3_object_write_events"]
+    management = data_events(advanced(("eventCategory", "Equals", ["Management"])))
+    assert not any(management.values())
+    assert data_events(advanced(("eventCategory", "Equals", ["Data"]),
+                                ("resources.type", "Equals", ["AWS::Lambda::Function"])))["lambda_invoke_events"]
+
+
+def test_link_counts_data_events_of_logging_multi_region_trails_only() -> None:
+    events: dict[str, Any] = {"s3_object_read_events": True, "s3_object_write_events": True,
+                              "lambda_invoke_events": True}
+    local = _r("trail", "local", "us-east-1", multi_region=False, logging=True, **events)
+    stopped = _r("trail", "stopped", "us-east-1", multi_region=True, logging=False, **events)
+    regions = [_r("cloudtrail_region", r, r) for r in ("us-east-1", "eu-west-1")]
+    account = link([local, stopped, *regions])[0].facts
+    assert account["s3_object_read_events_logged"] is False and account["lambda_invoke_events_logged"] is False
+    wide = _r("trail", "wide", "us-east-1", multi_region=True, logging=True,
+              **{**events, "lambda_invoke_events": False})
+    account = link([local, stopped, wide, *regions])[0].facts
+    assert account["s3_object_write_events_trails"] == ["wide"] and account["s3_object_read_events_logged"] is True
+    assert account["lambda_invoke_events_logged"] is False
+
+
+def test_rds_engine_support_table() -> None:
+    from cloudward.conformity.aws.collectors.rds import engine_ended
+
+    assert engine_ended("postgres", "9.3.3") is True and engine_ended("postgres", "12.19") is True
+    assert engine_ended("postgres", "16.4") is False and engine_ended("postgres", "13.15") is False
+    assert engine_ended("mysql", "5.7.44") is True and engine_ended("mysql", "8.0.39") is False
+    assert engine_ended("mariadb", "10.4.34") is True and engine_ended("mariadb", "10.11.9") is False
+    assert engine_ended("oracle-ee", "19.0.0.0") is None and engine_ended("postgres", "") is None

@@ -63,7 +63,10 @@ OTHERS = [
     "aws.ec2.sg_world_open", "aws.ec2.instance_public_world_ports", "aws.ec2.instance_public_with_profile",
     "aws.eks.private_endpoint_off", "aws.eks.unsupported_version", "aws.s3.bucket_not_kms_encrypted",
     "aws.lambda.env_not_cmk_encrypted", "aws.rds.copy_tags_off", "aws.rds.enhanced_monitoring_off",
-    "aws.rds.no_log_exports",
+    "aws.rds.no_log_exports", "aws.cloudtrail.no_s3_read_data_events", "aws.cloudtrail.no_s3_write_data_events",
+    "aws.cloudtrail.no_lambda_data_events", "aws.rds.tls_not_required", "aws.rds.engine_version_unsupported",
+    "aws.s3.bucket_acls_enabled", "aws.ec2.instance_public_ip", "aws.ec2.subnet_auto_public_ip",
+    "aws.ecr.basic_scanning",
 ]
 WEAK_FIRES = TEAMTNT + OTHERS
 # The hardened account cannot pass these in moto: root MFA cannot be enabled and MFA delete is not

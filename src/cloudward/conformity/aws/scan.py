@@ -162,10 +162,17 @@ def link(resources: list[Resource]) -> list[Resource]:
     if by_type.get("cloudtrail_region"):
         sample = by_type["cloudtrail_region"][0]
         good = [t.id for t in logging if t.facts.get("multi_region") and t.facts.get("management_events_all", True)]
+        # data events count when a logging multi-region trail records them (a single-region trail
+        # misses the buckets and functions of the other regions)
+        wide = [t for t in logging if t.facts.get("multi_region")]
+        events = {fact: sorted(t.id for t in wide if t.facts.get(fact))
+                  for fact in ("s3_object_read_events", "s3_object_write_events", "lambda_invoke_events")}
         extra.append(Resource(service="cloudtrail", type="cloudtrail_account", id=sample.account, region=GLOBAL,
                               account=sample.account, arn=f"arn:aws:cloudtrail::{sample.account}:account",
                               facts={"multi_region_logging_trails": sorted(good),
-                                     "multi_region_logging": bool(good), "trail_count": len(trails)}))
+                                     "multi_region_logging": bool(good), "trail_count": len(trails),
+                                     **{f"{fact}_trails": ids for fact, ids in events.items()},
+                                     **{f"{fact}_logged": bool(ids) for fact, ids in events.items()}}))
     return extra
 
 

@@ -1,5 +1,6 @@
 """EC2 and VPC: instances (metadata options), security groups (ingress expanded to port ranges and
-sources), network ACLs, EBS volumes, snapshots and default encryption, owned AMIs, VPC flow logs."""
+sources), network ACLs, EBS volumes, snapshots and default encryption, owned AMIs, VPC flow logs, and
+subnets (whether instances launched there get a public IP without asking)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,14 @@ def collect(ctx: Context) -> None:
         ctx.add("vpc", vid, ctx.arn("ec2", f"vpc/{vid}"), is_default=bool(vpc.get("IsDefault")),
                 flow_logs_enabled=vid in logged, interfaces=vpc_users.get(vid, 0),
                 in_use=vpc_users.get(vid, 0) > 0, cidr=vpc.get("CidrBlock", ""))
+
+    for subnet in ctx.pages(ec2, "describe_subnets", "Subnets"):
+        sid = str(subnet["SubnetId"])
+        ctx.add("subnet", sid, str(subnet.get("SubnetArn") or ctx.arn("ec2", f"subnet/{sid}")),
+                vpc_id=subnet.get("VpcId", ""), cidr=subnet.get("CidrBlock", ""),
+                default_for_az=bool(subnet.get("DefaultForAz")),
+                auto_public_ip=bool(subnet.get("MapPublicIpOnLaunch")),
+                auto_ipv6=bool(subnet.get("AssignIpv6AddressOnCreation")))
 
     for acl in ctx.pages(ec2, "describe_network_acls", "NetworkAcls"):
         aid = str(acl["NetworkAclId"])

@@ -1,5 +1,5 @@
-"""ECR, per region: scan on push (per repository or registry-wide), tag immutability, encryption,
-repository policy and lifecycle policy."""
+"""ECR, per region: the registry's scanning type (basic or enhanced), scan on push (per repository or
+registry-wide), tag immutability, encryption, repository policy and lifecycle policy."""
 
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ def collect(ctx: Context) -> None:
     ecr = ctx.client("ecr")
     registry = ctx.call(ecr, "get_registry_scanning_configuration") or {}
     registry_scan = _registry_scans_on_push(registry)
-    for repo in ctx.pages(ecr, "describe_repositories", "repositories"):
+    repos = ctx.pages(ecr, "describe_repositories", "repositories")
+    scanning = registry.get("scanningConfiguration") or {}
+    ctx.add("ecr_registry", str(registry.get("registryId") or ctx.account),
+            f"arn:{ctx.partition}:ecr:{ctx.region}:{ctx.account}:registry",
+            scan_type=str(scanning.get("scanType") or "BASIC"), scan_rule_count=len(scanning.get("rules") or []),
+            repository_count=len(repos))
+    for repo in repos:
         name = str(repo["repositoryName"])
         arn = str(repo.get("repositoryArn") or ctx.arn("ecr", f"repository/{name}"))
         on_push = bool((repo.get("imageScanningConfiguration") or {}).get("scanOnPush"))

@@ -1,5 +1,6 @@
 """S3 (listed once for the account): each bucket's ACL, policy, public access block, default
-encryption, versioning, access logging and object lock, and the account-wide public access block."""
+encryption, versioning, access logging, object lock and object ownership (whether ACLs still apply), and
+the account-wide public access block."""
 
 from __future__ import annotations
 
@@ -88,4 +89,11 @@ def _bucket(ctx: Context, s3: Any, name: str, account_block: dict[str, bool]) ->
     lock = ctx.call(s3, "get_object_lock_configuration", Bucket=name,
                     missing_ok=("ObjectLockConfigurationNotFoundError", "NoSuchBucket"))
     facts["object_lock"] = ((lock or {}).get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") == "Enabled"
+
+    ownership = ctx.call(s3, "get_bucket_ownership_controls", Bucket=name,
+                         missing_ok=("OwnershipControlsNotFoundError", "NoSuchBucket"))
+    owners = [str(r.get("ObjectOwnership", "")) for r in
+              ((ownership or {}).get("OwnershipControls") or {}).get("Rules", []) or []]
+    facts["object_ownership"] = owners[0] if owners else "ObjectWriter"  # no controls: ACLs in force
+    facts["acls_enabled"] = facts["object_ownership"] != "BucketOwnerEnforced"
     return facts
