@@ -9,9 +9,10 @@ under `oversize: inspect_prefix` costs one bounded buffer, not its size.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from cloudward.appsec.memo import Memo
 from cloudward.appsec.protect import PolicySource, Protector, block_payload
 from cloudward.appsec.request import HttpRequest
 
@@ -24,28 +25,28 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-_BODY_HEADERS = (b"content-length", b"transfer-encoding")
 _CLEAN_KEY_BYTES = 4096
 
 
-def _clean_key(scope: Scope, raw: bytes | None) -> tuple[Any, ...] | None:
-    """What a bodiless request's verdict depends on (method, target, every header), as a hashable key;
-    None for a request with a body or too large a head to remember."""
-    query = scope.get("query_string", b"")
-    size = len(raw or b"") + len(query)
-    headers = scope.get("headers", ())
-    for name, value in headers:
-        if name in _BODY_HEADERS:
-            return None
-        size += len(value) + len(name)
-    if size > _CLEAN_KEY_BYTES:
-        return None
-    try:
-        key = (scope["method"], raw, scope.get("path"), query, tuple(map(tuple, headers)))
-        hash(key)
-    except TypeError:
-        return None
-    return key
+class _Head(NamedTuple):
+    """What the adapter needs of a header list, worked out once per distinct list."""
+    headers: list[tuple[str, str]]  # decoded, names lower-cased
+    bodiless: bool  # neither Content-Length nor Transfer-Encoding: the request has no body at all
+    has_body: bool  # a body is to be read (Content-Length not 0, or Transfer-Encoding)
+    size: int  # bytes of the names and values
+
+
+def _read_head(raw_headers: Any) -> _Head:
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
+    bodiless, has_body, size = True, False, 0
+    for name, value in headers:  # names lower-cased here: a server that does not lower them must not slip by
+        size += len(name) + len(value)
+        if name == "content-length":
+            bodiless = False
+            has_body = has_body or value.strip() not in ("", "0")
+        elif name == "transfer-encoding":
+            bodiless, has_body = False, True
+    return _Head(headers, bodiless, has_body, size)
 
 
 class ASGIMiddleware:
@@ -54,6 +55,9 @@ class ASGIMiddleware:
     def __init__(self, app: ASGIApp, mode: str | None = None, policy: PolicySource = None, **options: Any) -> None:
         self.app = app
         self.protector = Protector(mode, policy, **options)
+        # header lists as received -> read: a client sends the same headers request after request, and
+        # the same str objects (their hashes computed once) make the inspector's own memory cheap to ask
+        self._heads: Memo[_Head] = Memo(256)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,22 +66,45 @@ class ASGIMiddleware:
         method = scope["method"]
         raw = scope.get("raw_path")
         protector = self.protector
-        clean_key = None if protector.guards else _clean_key(scope, raw)  # guards need each request's values
-        if clean_key is not None and protector.known_clean(clean_key):
-            await self.app(scope, receive, send)  # this very request was judged clean before
-            return
+        raw_headers = scope.get("headers", ())
+        head = None
+        try:
+            head_key: tuple[Any, ...] | None = tuple(map(tuple, raw_headers))
+            head = self._heads[head_key]
+        except TypeError:  # not bytes pairs: read every time
+            head_key = None
+        if head is None:
+            head = _read_head(raw_headers)
+            if head_key is not None and head.size <= _CLEAN_KEY_BYTES:
+                self._heads.put(head_key, head)
+        # a bodiless request's verdict depends on its method, target and headers alone: a request with
+        # exactly a head judged clean before is clean again (guards need each request's values, though)
+        clean_key = None
+        if head.bodiless and head_key is not None and not protector.guards:
+            query_string = scope.get("query_string", b"")
+            if head.size + len(raw or b"") + len(query_string) <= _CLEAN_KEY_BYTES:
+                clean_key = (method, raw, scope.get("path"), query_string, head_key)
+                try:
+                    if protector.known_clean(clean_key):
+                        await self.app(scope, receive, send)  # this very request was judged clean before
+                        return
+                except TypeError:
+                    clean_key = None
         raw_path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"), safe="/%:@!$&'()*+,;=~")
         raw_path = raw_path.split("?", 1)[0]
         policy = self.protector.route(method, scope.get("path", raw_path))
         if policy.mode == "off":
             await self.app(scope, receive, send)
             return
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
-        has_body = False
-        for name, value in headers:
-            if (name == "content-length" and value.strip() not in ("", "0")) or name == "transfer-encoding":
-                has_body = True
-                break
+        query = scope.get("query_string", b"").decode("latin-1")
+        if clean_key is not None and protector.quiet(raw_path, query, head.headers, policy):
+            # a bodiless request with nothing in its path, query or headers that any rule fires on: the
+            # verdict `judge` would give (clean), without building the request and the verdict
+            protector.remember_clean(clean_key)
+            await self.app(scope, receive, send)
+            return
+        headers = list(head.headers)
+        has_body = head.has_body
         buffered: list[bytes] = []
         size = 0
         more = has_body
@@ -98,9 +125,8 @@ class ASGIMiddleware:
                 break
         body = b"".join(buffered)
         client = scope.get("client") or ("", 0)
-        request = HttpRequest(method=method, raw_path=raw_path, query=scope.get("query_string", b"").decode("latin-1"),
-                              headers=headers, body=body[: policy.max_body_bytes], body_truncated=truncated,
-                              client=str(client[0]))
+        request = HttpRequest(method=method, raw_path=raw_path, query=query, headers=headers,
+                              body=body[: policy.max_body_bytes], body_truncated=truncated, client=str(client[0]))
         verdict = self.protector.judge(request, policy)
         if clean_key is not None and not verdict.detections and not verdict.findings:
             protector.remember_clean(clean_key)
@@ -115,6 +141,9 @@ class ASGIMiddleware:
             await send({"type": "http.response.body", "body": payload})
             return
         if not has_body:
+            if not protector.guards:
+                await self.app(scope, receive, send)
+                return
             with protector.guard(request, policy):
                 await self.app(scope, receive, send)
             return

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["SsrfHit", "classify_host", "find_jndi", "is_sqli", "is_xss", "parse_ip", "ssrf_hits"]
+__all__ = ["HINTS", "SsrfHit", "classify_host", "find_jndi", "is_sqli", "is_xss", "parse_ip", "ssrf_hits"]
 
 try:  # libinjection's SQL and HTML5 tokenizers (C): the `appsec` extra, guarded for a clear error
     import libinjection as _libinjection
@@ -27,6 +27,14 @@ def _require_libinjection() -> None:
 
 _SQLI_HINT = re.compile(r"['\"`()=;#*/\\-]|\b(?:or|and|union|select|sleep|benchmark|waitfor|exec|having|order)\b",
                         re.IGNORECASE)
+
+
+# What a text must hold for each code detector to be able to fire: each is that detector's own first
+# test, so a text without it is one the detector passes (the engine skips such texts without calling it).
+# The open-redirect hint holds only for a parameter named as a redirect target, the SSRF hint only for
+# one not named as a URL (a URL-named parameter's bare host is judged whatever it holds).
+HINTS = {"sqli": _SQLI_HINT.pattern, "xss": r"[<:=`]", "ssrf": r"[/\\]", "jndi": r"\$\{", "rfi": r"://|\\\\",
+         "open_redirect": r"[/\\:]"}
 
 
 _ARITHMETIC = re.compile(r"^[\d\s+*/().-]*$")  # `(3 + 4) * 5 - 2/1`: numbers and operators only

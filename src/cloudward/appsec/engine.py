@@ -7,7 +7,7 @@ raises on request content: a request it cannot parse is judged on what it could 
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
 import re
 import uuid
@@ -18,9 +18,10 @@ from typing import Any
 
 from cloudward.appsec import detectors
 from cloudward.appsec.decode import variants
+from cloudward.appsec.memo import Memo
 from cloudward.appsec.multimatch import PatternSet
 from cloudward.appsec.policy import EffectivePolicy
-from cloudward.appsec.request import HttpRequest, Upload, Value
+from cloudward.appsec.request import MAX_VALUES, HttpRequest, Upload, Value, header_values, piece_values, query_pieces
 from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule, RuleSet, load_rules
 from cloudward.core.severity import Severity
@@ -38,8 +39,11 @@ UploadScanner = Callable[[bytes, str], list[Finding]]
 
 _log = logging.getLogger("cloudward.appsec")
 _EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-_CACHE_SIZE = 4096  # values remembered with their verdict (each at most _CACHE_TEXT characters)
+_CACHE_SIZE = 2048  # values remembered with their verdict, per generation (each at most _CACHE_TEXT characters)
 _CACHE_TEXT = 512
+# verdicts on parts of requests: per generation, and the most characters of a part that is remembered
+_PARTS = {"path": (512, 2048), "query": (512, 4096), "headers": (512, 4096), "piece": (1024, 1024),
+          "header": (1024, 1024)}
 _SENSITIVE = re.compile(r"pass|pwd|secret|token|auth|session|cookie|key|credential|sid$", re.IGNORECASE)
 
 
@@ -78,6 +82,15 @@ def _t_slashes(text: str) -> str:
 TRANSFORMS: dict[str, Callable[[str], str]] = {"lower": _t_lower, "sql_comments": _t_sql_comments,
                                                "compact_tags": _t_compact_tags, "shell": _t_shell,
                                                "slashes": _t_slashes}
+# the characters without which a transform (but `lower`) returns its text as it is: its own first test
+STILL_WITHOUT = {"sql_comments": "/", "compact_tags": "<", "shell": "\\'\"^$", "slashes": "\\/"}
+_MOVES = re.compile("[" + re.escape("".join(sorted(set("".join(STILL_WITHOUT.values()))))) + "]")
+
+
+def _lower_first(chain: tuple[str, ...]) -> bool:
+    """A chain that, on a text without _MOVES characters, gives the text lower-cased (or as it is, when
+    empty): `lower` first and then only transforms that leave such a text alone."""
+    return not chain or (chain[0] == "lower" and all(step in STILL_WITHOUT for step in chain[1:]))
 
 
 def validate_rule(rule: Rule) -> None:
@@ -144,6 +157,27 @@ class _Compiled:
     pattern_ids: tuple[int, ...] = ()  # each pattern's index in its chain's PatternSet
 
 
+Hits = tuple[tuple[str, str], ...]  # (rule id, what matched) for one value, before the policy
+Section = tuple[int, tuple[tuple[Value, Hits], ...]]  # values a section yielded, and those with hits
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What judging the values of one target (a group and a parameter, header or cookie name) takes.
+
+    Each wanted rule comes with its gate: the PatternSet ids (its patterns, and its code detector's hint)
+    of which one must match one of the value's texts for the rule to be able to fire, or None when the
+    rule is judged whatever the texts hold. `watch` is the union of the gates."""
+    wanted: tuple[_Compiled, ...]
+    gates: tuple[tuple[_Compiled, frozenset[int] | None], ...]
+    chains: tuple[tuple[str, ...], ...]  # the distinct transform chains (by name) of the wanted rules
+    steps: tuple[tuple[tuple[str, ...], tuple[str, ...], Callable[[str], str]], ...]  # see _steps
+    watch: frozenset[int]
+    always: bool  # some gate is None
+    forms_scanned: bool  # some rule looks at the decoded forms themselves (its chain is empty)
+    lower_first: bool  # every chain is empty or `lower` first (see _lower_first)
+
+
 def _compile(rule: Rule) -> _Compiled:
     match = rule.match
     targets = match.get("targets", [])
@@ -159,15 +193,40 @@ def _compile(rule: Rule) -> _Compiled:
     )
 
 
-def _number_patterns(compiled: list[_Compiled]) -> tuple[list[_Compiled], PatternSet]:
-    """Give every pattern of every rule a global index, and one PatternSet over all of them."""
+def _number_patterns(compiled: list[_Compiled]) -> tuple[list[_Compiled], dict[str, int], PatternSet]:
+    """Give every pattern of every rule a global index, and each code detector's hint one after them
+    (detectors.HINTS: case-insensitive), and one PatternSet over all of them."""
     out: list[_Compiled] = []
     patterns: list[str] = []
     for item in compiled:
         ids = tuple(range(len(patterns), len(patterns) + len(item.patterns)))
         patterns.extend(p.pattern for p in item.patterns)
         out.append(replace(item, pattern_ids=ids))
-    return out, PatternSet(patterns)
+    hint_ids: dict[str, int] = {}
+    for detector, hint in detectors.HINTS.items():
+        hint_ids[detector] = len(patterns)
+        patterns.append(f"(?i:{hint})")
+    return out, hint_ids, PatternSet(patterns)
+
+
+def _steps(chains: Iterable[tuple[str, ...]]) -> tuple[tuple[tuple[str, ...], tuple[str, ...], Callable[[str], str]],
+                                                        ...]:
+    """The transform chains as steps sharing their prefixes: (chain prefix, the prefix one shorter, the
+    transform that leads from that one to this one), every prefix once, each after its parent."""
+    steps: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...], Callable[[str], str]]] = {}
+    for chain in chains:
+        for end in range(1, len(chain) + 1):
+            prefix = chain[:end]
+            if prefix not in steps:
+                steps[prefix] = (prefix, chain[:end - 1], TRANSFORMS[chain[end - 1]])
+    return tuple(steps.values())
+
+
+def _key_size(key: tuple[Any, ...]) -> int:
+    size = 0
+    for part in key:
+        size += len(part[0]) + len(part[1]) if isinstance(part, tuple) else len(part)
+    return size
 
 
 def _fragment(location: str, name: str, text: str) -> str:
@@ -186,54 +245,82 @@ class Inspector:
                  upload_scanners: Sequence[UploadScanner] = ()) -> None:
         ruleset = load_appsec_rules() if rules is None else rules
         self.rules = [r for r in ruleset if r.engine_name == ENGINE]
-        self.compiled, self._patternset = _number_patterns(
+        self.compiled, self._hint_ids, self._patternset = _number_patterns(
             [_compile(r) for r in self.rules if r.match.get("detector") != "none"])
         self.by_id = {r.id: r for r in self.rules}
         self.upload_scanners = list(upload_scanners)
-        self._by_target: dict[tuple[str, str], list[_Compiled]] = {}
+        self._plans: dict[tuple[str, str], _Plan] = {}
         # verdicts on values, which repeat from request to request (User-Agent, Accept, session cookies,
         # parameter names, paging and sort values): (group, name, text[, host]) -> rules fired, fragments
-        self._cache: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+        self._cache: Memo[Hits] = Memo(_CACHE_SIZE)
+        # verdicts on parts of a request, each a function of that part alone: the raw path, the query
+        # string and each of its pieces (with the Host), the header list and each header. A browser sends
+        # the same headers request after request, and most of a query repeats too: only what changes (a
+        # query value) is judged afresh
+        self._parts: dict[str, Memo[Section]] = {kind: Memo(size) for kind, (size, _) in _PARTS.items()}
 
-    def _wanted(self, group: str, name: str) -> list[_Compiled]:
-        """The rules that look at values of `group` (and, for headers, of this header), memoised."""
-        key = (group, name if group == "headers" else "")
-        found = self._by_target.get(key)
-        if found is None:
-            found = [c for c in self.compiled if group in c.groups or (group == "headers" and name in c.headers)]
-            if len(self._by_target) < 10_000:
-                self._by_target[key] = found
-        return found
+    def _plan(self, group: str, name: str) -> _Plan:
+        """The rules that look at values of `group` (and, for headers, of this header) and the hints that
+        say which texts their code detectors can fire on (see detectors.HINTS), memoised."""
+        key = (group, name)
+        plan = self._plans.get(key)
+        if plan is None:
+            wanted = tuple(c for c in self.compiled if group in c.groups or (group == "headers" and name in c.headers))
+            low = name.lower()
+            gates: list[tuple[_Compiled, frozenset[int] | None]] = []
+            for compiled in wanted:
+                detector = compiled.detector
+                gate: frozenset[int] | None = frozenset(compiled.pattern_ids)
+                if detector == "patterns" or (detector == "open_redirect" and low not in compiled.names):
+                    pass  # patterns only (open redirects are judged only on parameters named for them)
+                elif detector == "ssrf" and low.rsplit(".", 1)[-1] in compiled.names:
+                    gate = None  # a URL-named parameter: a bare host or number is judged
+                elif detector in self._hint_ids:
+                    gate = frozenset((*compiled.pattern_ids, self._hint_ids[detector]))
+                else:
+                    gate = None
+                gates.append((compiled, gate))
+            chains = tuple(dict.fromkeys(c.chain for c in wanted))
+            plan = _Plan(wanted=wanted, gates=tuple(gates), chains=chains, steps=_steps(chains),
+                         watch=frozenset(i for _, gate in gates for i in gate or ()),
+                         always=any(gate is None for _, gate in gates), forms_scanned=() in chains,
+                         lower_first=all(_lower_first(chain) for chain in chains))
+            if len(self._plans) < 10_000:
+                self._plans[key] = plan
+        return plan
 
     def rule(self, rule_id: str) -> Rule | None:
         return self.by_id.get(rule_id)
 
     def inspect(self, request: HttpRequest, policy: EffectivePolicy) -> Verdict:
-        detections: list[Detection] = []
         disabled = policy.disabled_rules
         host = request.header("host")
-        cache = self._cache
-        for value in request.values():
-            if not value.text:
-                continue
-            marked = bool(policy.base64) and policy.base64_marked(value.location)
-            cacheable = not marked and len(value.text) <= _CACHE_TEXT
-            # all a cached verdict depends on: (group, name, text), and the Host for open redirects
-            key = value[1:] if value.group != "args" else (*value[1:], host)
-            hits = cache.get(key) if cacheable else None
-            if hits is None:
-                wanted = self._wanted(value.group, value.name)
-                if not wanted:
-                    continue
-                hits = self._judge_value(wanted, value, variants(value.text, base64_marked=marked), host)
-                if cacheable:
-                    self._remember(key, hits)
-            for rule_id, hit in hits:
-                if disabled and rule_id in disabled:
-                    continue
-                if policy.exclusions and policy.excluded(rule_id, value.location):
-                    continue
-                detections.append(Detection(rule_id, value.location, _fragment(value.location, value.name, hit)))
+        # a base64-marked location is judged in one more form: then no verdict is taken from memory
+        marked = policy.base64_marked if policy.base64 else None
+        query, headers = request.query, request.headers
+        # request.values() in its order, section by section: the path, the query (piece by piece) and the
+        # header list (header by header), each remembered by what it is a function of; then the body
+        sections: tuple[tuple[tuple[Any, ...] | None, Callable[[int], Section]], ...] = (
+            (("path", request.raw_path), lambda budget: self._section(request.path_values(), budget, host, marked)),
+            (("query", query, host) if query else None,
+             lambda budget: self._pieces("piece", query_pieces(query), budget, host, marked)),
+            (("headers", *headers) if headers else None,
+             lambda budget: self._pieces("header", headers, budget, host, marked)),
+            (None, lambda budget: self._section(request.body_values(), budget, host, marked)))
+        detections: list[Detection] = []
+        budget = MAX_VALUES  # values judged at most, as request.values() yields them
+        for key, judge in sections:
+            if budget <= 0:
+                break
+            count, found = self._remembered(key if marked is None else None, judge, budget)
+            budget -= count
+            for value, hits in found:
+                for rule_id, hit in hits:
+                    if disabled and rule_id in disabled:
+                        continue
+                    if policy.exclusions and policy.excluded(rule_id, value.location):
+                        continue
+                    detections.append(Detection(rule_id, value.location, _fragment(value.location, value.name, hit)))
         findings: list[Finding] = []
         uploads = request.uploads()
         active = [c for c in self.compiled if c.rule.id not in disabled] if uploads and disabled else self.compiled
@@ -253,44 +340,163 @@ class Inspector:
         rule = self.by_id.get(rule_id)
         return rule.severity if rule is not None else Severity.HIGH
 
-    def _remember(self, key: tuple[str, ...], hits: tuple[tuple[str, str], ...]) -> None:
-        if len(self._cache) >= _CACHE_SIZE:
-            # oldest first (dicts keep insertion order); another thread may have removed it
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = hits
+    def quiet(self, raw_path: str, query: str, headers: list[tuple[str, str]]) -> bool:
+        """True when `inspect` would find nothing at all, before any policy, in a bodiless request with this
+        raw path, query string and header list: its path and header list were judged clean before, and its
+        query is (its pieces known, or judged now and remembered). False when anything fires, or when it
+        cannot be told this way: `inspect` then judges the request (and remembers its parts)."""
+        parts = self._parts
+        known = parts["path"][("path", raw_path)]
+        if known is None or known[1]:
+            return False
+        count = known[0]
+        host = ""
+        if headers:
+            try:
+                known = parts["headers"][("headers", *headers)]
+            except TypeError:
+                return False
+            if known is None or known[1]:
+                return False
+            count += known[0]
+            for name, value in headers:
+                if name == "host":
+                    host = value
+                    break
+        if query:
+            known = self._remembered(("query", query, host),
+                                     lambda budget: self._pieces("piece", query_pieces(query), budget, host, None),
+                                     MAX_VALUES - count)
+            if known[1]:
+                return False
+            count += known[0]
+        return count < MAX_VALUES  # no section was cut short by the budget
 
-    def _judge_value(self, wanted: list[_Compiled], value: Value, forms: list[str],
-                     host: str) -> tuple[tuple[str, str], ...]:
+    def _remembered(self, key: tuple[Any, ...] | None, judge: Callable[[int], Section], budget: int) -> Section:
+        """`judge(budget)`, the verdict on one section of a request, remembered by `key` (what the section
+        is a function of, its kind first) unless the budget cut it short or the key is too long to keep."""
+        if key is None:
+            return judge(budget)
+        memory = self._parts[key[0]]
+        try:
+            known = memory[key]
+        except TypeError:  # a header list of lists, not tuples: judged every time
+            return judge(budget)
+        if known is not None and known[0] <= budget:
+            return known
+        section = judge(budget)
+        if section[0] < budget and _key_size(key) <= _PARTS[key[0]][1]:
+            memory.put(key, section)
+        return section
+
+    def _pieces(self, kind: str, items: Iterable[Any], budget: int, host: str,
+                marked: Callable[[str], bool] | None) -> Section:
+        """A section made of query pieces (`kind` piece: `name=value` as received) or headers (header:
+        (name, value)), each judged and remembered on its own, in order."""
+        memory: Memo[Section] | None = self._parts[kind] if marked is None else None
+        limit = _PARTS[kind][1]
+        piece = kind == "piece"
+        count = 0
+        found: list[tuple[Value, Hits]] = []
+        for item in items:
+            left = budget - count
+            if left <= 0:
+                break
+            key = (item, host) if piece else item  # a query value's verdict depends on the Host (redirects)
+            known = None
+            if memory is not None:
+                try:
+                    known = memory[key]
+                except TypeError:  # a header as a list: judged every time
+                    memory = None
+            if known is None or known[0] > left:
+                values = piece_values(item) if piece else header_values(item[0], item[1])
+                known = self._section(values, left, host, marked)
+                if memory is not None and known[0] < left and \
+                        (len(item) if piece else len(item[0]) + len(item[1])) <= limit:
+                    memory.put(key, known)
+            count += known[0]
+            if known[1]:
+                found.extend(known[1])
+        return count, tuple(found)
+
+    def _section(self, values: Iterable[Value], budget: int, host: str,
+                 marked: Callable[[str], bool] | None) -> Section:
+        """The values (at most `budget` of them) that rules fire on, with what fired."""
+        count = 0
+        found: list[tuple[Value, Hits]] = []
+        for value in itertools.islice(values, budget):
+            count += 1
+            hits = self._value_hits(value, host, marked)
+            if hits:
+                found.append((value, hits))
+        return count, tuple(found)
+
+    def _value_hits(self, value: Value, host: str, marked: Callable[[str], bool] | None) -> Hits:
+        """The rules that fire on one value, with what matched (before the policy), memoised."""
+        text = value.text
+        if not text:
+            return ()
+        is_marked = marked is not None and marked(value.location)
+        cacheable = not is_marked and len(text) <= _CACHE_TEXT
+        # all a cached verdict depends on: (group, name, text), and the Host for open redirects
+        key = value[1:] if value.group != "args" else (*value[1:], host)
+        hits = self._cache[key] if cacheable else None
+        if hits is None:
+            plan = self._plan(value.group, value.name)
+            if not plan.wanted:
+                return ()
+            hits = self._judge_value(plan, value, variants(text, base64_marked=is_marked), host)
+            if cacheable:
+                self._cache.put(key, hits)
+        return hits
+
+    def _judge_value(self, plan: _Plan, value: Value, forms: list[str], host: str) -> Hits:
         """Every wanted rule that fires on the value, with what matched (before policy filtering)."""
-        texts: dict[tuple[str, ...], list[str]] = {}
-        done: dict[tuple[Callable[[str], str], str], str] = {}  # chains share steps (`lower` above all)
-        for compiled in wanted:
-            if compiled.chain not in texts:
-                chained = forms
-                if compiled.transforms:
-                    chained = []
-                    for form in forms:
-                        for transform in compiled.transforms:
-                            step = (transform, form)
-                            form = done[step] if step in done else done.setdefault(step, transform(form))
-                        chained.append(form)
-                texts[compiled.chain] = chained
-        # one Hyperscan pass per distinct text; the union says which patterns can match at all, so a
-        # rule that is nothing but patterns, none of them among these, is settled without a call
+        texts: dict[tuple[str, ...], list[str]] | None = None
+        low = forms[0].lower() if len(forms) == 1 and plan.lower_first else None
+        if low is not None and not _MOVES.search(low):
+            # the common case: one form, and no character any transform but `lower` acts on, so every
+            # chain gives the form lower-cased (or as it is, when empty)
+            distinct: Sequence[str] = forms if low == forms[0] else (forms[0], low)
+        else:
+            low = None
+            texts = {chain: [] for chain in plan.chains}
+            for form in forms:
+                done: dict[tuple[str, ...], str] = {(): form}  # each prefix of each chain transformed once
+                for prefix, parent, transform in plan.steps:
+                    done[prefix] = transform(done[parent])
+                for chain, chained in texts.items():
+                    chained.append(done[chain])
+            seen = dict.fromkeys(text for chained in texts.values() for text in chained)
+            if not plan.forms_scanned:
+                seen.update(dict.fromkeys(forms))
+            distinct = list(seen)
+        # one Hyperscan pass per distinct text (the decoded forms always among them, for the detectors'
+        # hints); the union says which patterns and hints match at all, so a rule none of whose gate
+        # matches is settled without a call, and a value matching no gate at all without any
+        patternset = self._patternset
         scans: dict[str, frozenset[int] | None] = {}
-        matched: set[int] | None = set()
-        for chained in texts.values():
-            for text in chained:
-                if text not in scans:
-                    found = scans[text] = self._patternset.hits(text)
-                    if found is None:
-                        matched = None
-                    elif matched is not None:
-                        matched.update(found)
+        matched: frozenset[int] | set[int] | None
+        if len(distinct) == 1:
+            matched = scans[distinct[0]] = patternset.hits(distinct[0])
+        else:
+            matched = set()
+            for text in distinct:
+                found = scans[text] = patternset.hits(text)
+                if found is None:
+                    matched = None
+                elif matched is not None:
+                    matched.update(found)
+        if matched is not None and not plan.always and matched.isdisjoint(plan.watch):
+            return ()
+        if texts is None:
+            assert low is not None
+            texts = {chain: [low] if chain else forms for chain in plan.chains}
         out: list[tuple[str, str]] = []
-        for compiled in wanted:
-            if compiled.detector == "patterns" and matched is not None and matched.isdisjoint(compiled.pattern_ids):
+        for compiled, gate in plan.gates:
+            # Hyperscan cannot tell (matched is None): every rule is judged with `re` and its detector
+            if matched is not None and gate is not None and matched.isdisjoint(gate):
                 continue
             hit = self._judge(compiled, value, forms, texts[compiled.chain], scans, host)
             if hit is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from cloudward.appsec import guards
 from cloudward.appsec.engine import Detection, Inspector, UploadScanner, Verdict, load_appsec_rules
+from cloudward.appsec.memo import Memo
 from cloudward.appsec.policy import EffectivePolicy, Policy, load_policy
 from cloudward.appsec.request import HttpRequest
 from cloudward.appsec.sink import FindingQueue, Sink
@@ -28,7 +29,7 @@ log = logging.getLogger("cloudward.appsec")
 PolicySource = str | Path | dict[str, Any] | Policy | None
 # header values an attacker steers and an application passes on (other headers are the client's own)
 _STEERING = frozenset({"user-agent", "referer", "x-forwarded-for", "x-forwarded-host", "x-original-url", "host"})
-CLEAN_REQUESTS = 2048  # at most this many request heads (each at most 4 KiB) remembered as clean
+CLEAN_REQUESTS = 1024  # request heads (each at most 4 KiB) remembered as clean, per generation (see Memo)
 
 
 def block_payload(incident_id: str, status: int = 403) -> bytes:
@@ -50,22 +51,33 @@ class Protector:
         self._lock = threading.Lock()
         self.guards = guards  # runtime guards (cloudward.appsec.guards) around the application's call
         self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0, "guarded": 0}
-        self._clean: dict[Hashable, None] = {}  # heads of bodiless requests judged clean (see known_clean)
+        self._clean: Memo[bool] = Memo(CLEAN_REQUESTS)  # heads of bodiless requests judged clean (known_clean)
 
     def known_clean(self, key: Hashable) -> bool:
         """True (and counted as a request) when a request with exactly this head was judged clean: the
         verdict is a function of the request and the fixed policy, so it would be clean again. Only
         bodiless requests are keyed (see the adapters); the memory is bounded."""
-        if key in self._clean:
+        if self._clean[key]:
             self._count("requests")
             return True
         return False
 
     def remember_clean(self, key: Hashable) -> None:
-        if len(self._clean) >= CLEAN_REQUESTS:
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # oldest first; may be gone
-                del self._clean[next(iter(self._clean))]
-        self._clean[key] = None
+        self._clean.put(key, True)
+
+    def quiet(self, raw_path: str, query: str, headers: list[tuple[str, str]], policy: EffectivePolicy) -> bool:
+        """True (and counted as a request) when a bodiless request with this raw path, query and headers
+        would be judged clean: nothing in it that any rule fires on (Inspector.quiet), no base64-marked
+        location to decode, no runtime guards to arm. False means only that `judge` must decide."""
+        if self.guards or policy.base64:
+            return False
+        try:
+            if not self.inspector.quiet(raw_path, query, headers):
+                return False
+        except Exception:  # the full judgement, with its own failure handling, decides
+            return False
+        self._count("requests")
+        return True
 
     def route(self, method: str, path: str) -> EffectivePolicy:
         return self.policy.for_request(method, path)

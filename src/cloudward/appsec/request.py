@@ -17,8 +17,8 @@ from xml.etree import ElementTree
 
 from cloudward.appsec.decode import MAX_VALUE, percent_decode
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "HttpRequest", "Upload", "Value", "parse_cookies", "parse_multipart",
-           "parse_query"]
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "HttpRequest", "Upload", "Value", "header_values", "parse_cookies",
+           "parse_multipart", "parse_piece", "parse_query", "piece_values", "query_pieces"]
 
 MAX_VALUES = 2_000
 MAX_DEPTH = 64
@@ -73,25 +73,33 @@ class HttpRequest:
         return itertools.islice(self._values(), MAX_VALUES)
 
     def _values(self) -> Iterator[Value]:
+        yield from self.path_values()
+        yield from self.query_values()
+        yield from self.header_values()
+        if self.body:
+            yield from self._body_values()
+
+    # The sections of `values()`, in its order. Each is a function of one part of the request only (the
+    # raw path, the query string, the header list), so a judge may remember a section's verdict by it.
+
+    def path_values(self) -> Iterator[Value]:
         path = self.path[:MAX_VALUE]
         yield Value("path", "path", "", path)
         if not path.replace("/", "").replace("-", "").replace("_", "").replace(".", "").isalnum():
             for segment in path.split("/")[1:20]:
                 if segment and not segment.isalnum():
                     yield Value("path", "path", "", segment)
-        for name, value in parse_query(self.query):
-            yield Value(f"args_name:{name}", "args_names", name, name)
-            yield Value(f"args:{name}", "args", name, value)
+
+    def query_values(self) -> Iterator[Value]:
+        for piece in query_pieces(self.query):
+            yield from piece_values(piece)
+
+    def header_values(self) -> Iterator[Value]:
         for name, value in self.headers:
-            if name == "cookie":
-                for cname, cvalue in parse_cookies(value):
-                    if cname and not cname.replace("_", "").replace("-", "").isalnum():  # names carry attacks too
-                        yield Value(f"cookie_name:{cname}", "cookies", cname, cname)
-                    yield Value(f"cookie:{cname}", "cookies", cname, cvalue)
-            else:
-                yield Value(f"header:{name}", "headers", name, value[:MAX_VALUE])
-        if self.body:
-            yield from self._body_values()
+            yield from header_values(name, value)
+
+    def body_values(self) -> Iterator[Value]:
+        return self._body_values() if self.body else iter(())
 
     def _body_values(self) -> Iterator[Value]:
         kind = self.content_type
@@ -133,19 +141,41 @@ class HttpRequest:
             yield Value("body", "body", "", self.body[:MAX_VALUE].decode("utf-8", "replace"))
 
 
+def query_pieces(text: str) -> list[str]:
+    """The `name=value` pieces of a query string or form body as received (empty ones dropped), at most
+    MAX_VALUES of them."""
+    if not text:
+        return []
+    pieces = [piece for piece in text.split("&") if piece]
+    return pieces[:MAX_VALUES] if len(pieces) > MAX_VALUES else pieces
+
+
+def parse_piece(piece: str) -> tuple[str, str]:
+    """One `name=value` piece percent- and plus-decoded leniently."""
+    name, _, value = piece.partition("=")
+    return percent_decode(name[:MAX_VALUE], plus=True), percent_decode(value[:MAX_VALUE], plus=True)
+
+
+def piece_values(piece: str) -> tuple[Value, Value]:
+    """The values of one query piece: its name and its value."""
+    name, value = parse_piece(piece)
+    return Value(f"args_name:{name}", "args_names", name, name), Value(f"args:{name}", "args", name, value)
+
+
+def header_values(name: str, value: str) -> Iterator[Value]:
+    """The values of one header (name lower-cased): a Cookie header's cookies, any other header whole."""
+    if name == "cookie":
+        for cname, cvalue in parse_cookies(value):
+            if cname and not cname.replace("_", "").replace("-", "").isalnum():  # names carry attacks too
+                yield Value(f"cookie_name:{cname}", "cookies", cname, cname)
+            yield Value(f"cookie:{cname}", "cookies", cname, cvalue)
+    else:
+        yield Value(f"header:{name}", "headers", name, value[:MAX_VALUE])
+
+
 def parse_query(text: str) -> list[tuple[str, str]]:
     """`a=1&b=2` as pairs, percent- and plus-decoded leniently; never raises."""
-    out: list[tuple[str, str]] = []
-    if not text:
-        return out
-    for piece in text.split("&"):
-        if not piece:
-            continue
-        name, _, value = piece.partition("=")
-        out.append((percent_decode(name[:MAX_VALUE], plus=True), percent_decode(value[:MAX_VALUE], plus=True)))
-        if len(out) >= MAX_VALUES:
-            break
-    return out
+    return [parse_piece(piece) for piece in query_pieces(text)]
 
 
 def parse_cookies(header: str) -> list[tuple[str, str]]:
