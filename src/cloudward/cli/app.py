@@ -16,6 +16,7 @@ from cloudward.cli import (
     host,
     iac,
     image,
+    network,
     registry,
     rules,
     secrets,
@@ -56,6 +57,7 @@ app.add_typer(findings.app, name="findings")
 app.add_typer(host.app, name="host")
 app.add_typer(iac.app, name="iac")
 app.add_typer(image.app, name="image")
+app.add_typer(network.app, name="network")
 app.add_typer(registry.app, name="registry")
 app.add_typer(rules.app, name="rules")
 app.add_typer(storage.app, name="storage")
