@@ -156,6 +156,19 @@ PAIRS = [
     ("appsec.php_injection", "Foo::$variable()", "Foo::bar"),
     ("appsec.php_injection", "(string) {[system][0]}('uname');", "(string) value"),
     ("appsec.php_injection", "sess_abcdefghijklmnopqrstuvwxyz", "session abc"),
+    ("appsec.php_injection", "FOOcall_user_func()", "call user function docs"),
+    ("appsec.php_injection", "pfsockopen('foo', 25)", "sockets open at 25"),
+    ("appsec.php_injection", "Shell_exec=(bla)", "shell execution = (bla)"),
+    ("appsec.php_injection", "exec //comment\r\n (blah)", "exec summary (blah)"),
+    ("appsec.php_injection", "gzuncompress/*comment*/()", "uncompress the gz file (quickly)"),
+    ("appsec.php_injection", '"system"(ls);', 'a "dog" (not a cat)'),
+    ("appsec.php_injection", '"\\x73y\\x73tem"(ls);', 'the "x" (unknown)'),
+    ("appsec.php_injection", "define('x', 'sys' . 'tem');", "define the x axis"),
+    ("appsec.php_injection", "[system][0](ls);", "[system] design notes"),
+    ("appsec.php_injection", "$__[$_[1]](7)", "$5 (approx)"),
+    ("appsec.php_injection", "${@a}(10)", "$ 10 {approx}"),
+    ("appsec.php_injection", "$ {'_VAR'.'IABLE'}", "$ 10 {each}"),
+    ("appsec.php_injection", "engine=true", "search engine = google"),
 ]
 
 
@@ -239,3 +252,10 @@ def test_upload_named_after_a_configuration_file(judge: Judge, name: str) -> Non
                                   "config.png"])
 def test_upload_with_an_ordinary_name_passes(judge: Judge, name: str) -> None:
     assert judge(headers=[("x-filename", name)]) == []
+
+
+@pytest.mark.parametrize(("name", "rule"), [("a.php", "appsec.upload_script"), ("photo. php", "appsec.upload_script"),
+                                            ("sess_d8ew88tqmabdcokhumchy8htqm", "appsec.php_injection")])
+def test_upload_name_headers_are_judged(judge: Judge, name: str, rule: str) -> None:
+    assert rule in rules_of(judge(headers=[("x-filename", name)]))
+    assert judge(headers=[("x-filename", "photo.png")]) == []

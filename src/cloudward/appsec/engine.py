@@ -61,8 +61,16 @@ _NAME_PARTS = re.compile(r"[a-z0-9_]+")
 _SHELL_HINT = re.compile(r"[\\'\"^$]")
 
 
+_BLOCK_COMMENT = re.compile(r"/\*(!\d*)?(.*?)\*/", re.DOTALL)
+
+
 def _t_sql_comments(text: str) -> str:
-    return _SQL_COMMENT.sub(" ", text) if "/*" in text or "*/" in text else text
+    """Comments out: an ordinary `/* ... */` becomes a blank, a MySQL versioned `/*!50000 ... */`
+    gives up its content (MySQL runs it), and a lone opener or closer becomes a blank."""
+    if "/*" not in text and "*/" not in text:
+        return text
+    text = _BLOCK_COMMENT.sub(lambda m: f" {m.group(2)} " if m.group(1) is not None else " ", text)
+    return _SQL_COMMENT.sub(" ", text)
 
 
 def _t_compact_tags(text: str) -> str:
