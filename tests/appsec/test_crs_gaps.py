@@ -142,6 +142,12 @@ PAIRS = [
     ("appsec.cmdi", "alias ..='cd ..'", "alias name"),
     ("appsec.cmdi", "alias +m a=b", "an alias of mine"),
     ("appsec.cmdi", "; regedit /E c:\\x.reg HKEY_CURRENT_USER", "registry edit"),
+    # server-side template injection
+    ("appsec.template_injection", "{{7*7}}", "{{ name }}"),
+    ("appsec.template_injection", "<%= 7*7 %>", "<% if you can %>"),
+    ("appsec.template_injection", "#{7*7}", "#{tag}"),
+    ("appsec.template_injection", "{{''.__class__.__mro__}}", "{{ user.class }}"),
+    ("appsec.template_injection", "{% import os %}", "{ import os }"),
     # PHP
     ("appsec.php_injection", "[php]echo 'test'", "php developer"),
     ("appsec.php_injection", "test<?", "a <b> tag"),
@@ -259,3 +265,16 @@ def test_upload_with_an_ordinary_name_passes(judge: Judge, name: str) -> None:
 def test_upload_name_headers_are_judged(judge: Judge, name: str, rule: str) -> None:
     assert rule in rules_of(judge(headers=[("x-filename", name)]))
     assert judge(headers=[("x-filename", "photo.png")]) == []
+
+
+@pytest.mark.parametrize("host", ["localhost.localdomain", "localhost4", "ip6-loopback", "host.docker.internal",
+                                  "gateway.docker.internal", "host.containers.internal", "kubernetes.default.svc",
+                                  "redis.prod.svc.cluster.local", "ip-10-0-0-1.ec2.internal", "lvh.me"])
+def test_names_that_reach_the_host_or_cluster_are_internal(judge: Judge, host: str) -> None:
+    assert "appsec.ssrf_internal" in rules_of(judge(q(f"http://{host}/admin", name="url")))
+    assert "appsec.ssrf_internal" in rules_of(judge(q(f"{host}/", name="url")))
+
+
+@pytest.mark.parametrize("host", ["docker.com", "kubernetes.io", "internal.example.com", "localhost-guide.example.org"])
+def test_public_names_alike_are_not_internal(judge: Judge, host: str) -> None:
+    assert judge(q(f"https://{host}/x", name="url")) == []

@@ -75,6 +75,15 @@ METADATA_IPS = frozenset(ipaddress.ip_address(a) for a in (
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
                             "instance-data.ec2.internal", "metadata.azure.com", "metadata.packet.net",
                             "metadata.tencentyun.com"})
+# names that reach this host, its container engine or its cluster by design: /etc/hosts defaults,
+# the names Docker Desktop and podman give the host, in-cluster Kubernetes service names, and public
+# DNS names that resolve to 127.0.0.1 (lvh.me, localtest.me, vcap.me)
+INTERNAL_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost4", "localhost4.localdomain4",
+                            "localhost6", "localhost6.localdomain6", "ip6-localhost", "ip6-loopback",
+                            "ipv6-localhost", "ipv6-loopback", "ip6-localnet", "kubernetes", "kubernetes.default",
+                            "kubernetes.default.svc", "lvh.me", "localtest.me", "vcap.me"})
+_INTERNAL_SUFFIXES = (".localhost", ".docker.internal", ".containers.internal", ".svc.cluster.local",
+                      ".cluster.local", ".ec2.internal", ".compute.internal", ".lvh.me", ".localtest.me", ".vcap.me")
 INTERNAL_SCHEMES = frozenset({"gopher", "dict", "ldap", "ldaps", "tftp", "sftp", "netdoc", "jar", "file"})
 _WILDCARD_DNS = re.compile(r"^(?:.*?[.-])?(\d{1,3}(?:[.-]\d{1,3}){3})\.(?:nip\.io|xip\.io|sslip\.io|"
                            r"traefik\.me|localtest\.me|nip\.direct)$")
@@ -149,7 +158,7 @@ def classify_host(host: str) -> str | None:
         name = host.strip("[]")
         if name in METADATA_NAMES:
             return "metadata"
-        if name == "localhost" or name.endswith(".localhost") or name in ("localtest.me", "ip6-localhost"):
+        if name in INTERNAL_NAMES or name.endswith(_INTERNAL_SUFFIXES):
             return "internal"
         embedded = _WILDCARD_DNS.match(name)
         if embedded:
