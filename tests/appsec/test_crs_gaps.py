@@ -148,6 +148,11 @@ PAIRS = [
     ("appsec.template_injection", "#{7*7}", "#{tag}"),
     ("appsec.template_injection", "{{''.__class__.__mro__}}", "{{ user.class }}"),
     ("appsec.template_injection", "{% import os %}", "{ import os }"),
+    # Java gadget-chain packages named bare
+    ("appsec.java_injection", "org.apache.commons", "apache commons license"),
+    ("appsec.java_injection", "com.sun.org.apache", "sun.com apache"),
+    ("appsec.java_injection", "org.omg.CORBA", "omg corba spec"),
+    ("appsec.java_injection", "java.Runtime", "java runtime environment"),
     # PHP
     ("appsec.php_injection", "[php]echo 'test'", "php developer"),
     ("appsec.php_injection", "test<?", "a <b> tag"),
