@@ -283,3 +283,25 @@ def test_names_that_reach_the_host_or_cluster_are_internal(judge: Judge, host: s
 @pytest.mark.parametrize("host", ["docker.com", "kubernetes.io", "internal.example.com", "localhost-guide.example.org"])
 def test_public_names_alike_are_not_internal(judge: Judge, host: str) -> None:
     assert judge(q(f"https://{host}/x", name="url")) == []
+
+
+PROSE = [
+    "I loved 'Dune' and 'Foundation' -- both are classics",
+    "A lock is in one of two states, 'locked' or 'unlocked'.",
+    "'owner' and 'group' are used when creating an archive",
+    "The \"quick\" or the \"slow\" path is chosen at start-up",
+    "`src` and `dst` are both symlinks",
+    "'mode' -- the open mode (default \"r\")",
+]
+QUOTE_SQLI = ["' or 1=1--", "admin'--", "' and 'a'='a", "\\'or'1", "x' or email is not null--", "' or sleep(5)#",
+              "' OR ''='", "1' and (select 1)=1", "' or true--"]
+
+
+@pytest.mark.parametrize("text", PROSE)
+def test_quoted_words_joined_by_and_or_are_prose(judge: Judge, text: str) -> None:
+    assert judge(q(text)) == []
+
+
+@pytest.mark.parametrize("text", QUOTE_SQLI)
+def test_a_closed_quote_followed_by_sql_is_sqli(judge: Judge, text: str) -> None:
+    assert "appsec.sqli" in rules_of(judge(q(text)))
