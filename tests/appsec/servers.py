@@ -45,12 +45,13 @@ def start_fastapi(mode: str | None = "block", *, policy: Path | None = None, pro
 
 
 def start_flask(mode: str | None = "block", *, policy: Path | None = None, protect: bool = True,
-                uploads: bool = False) -> Service:
+                uploads: bool = False, app: str = "tests.appsec.apps.flask_app:app",
+                extra_env: dict[str, str] | None = None) -> Service:
     service = Service("appsec-flask")
-    env = _env(service, mode, policy, protect, uploads, None)
+    env = _env(service, mode, policy, protect, uploads, extra_env)
     with service.cleanup_on_error():
         service.launch([sys.executable, "-m", "waitress", f"--host={service.host}", f"--port={service.port}",
-                        "--threads=8", "tests.appsec.apps.flask_app:app"], ready=_ready, env=env)
+                        "--threads=8", app], ready=_ready, env=env)
     service.url = f"http://{service.host}:{service.port}"
     return service
 

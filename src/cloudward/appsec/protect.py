@@ -29,6 +29,7 @@ log = logging.getLogger("cloudward.appsec")
 PolicySource = str | Path | dict[str, Any] | Policy | None
 # header values an attacker steers and an application passes on (other headers are the client's own)
 _STEERING = frozenset({"user-agent", "referer", "x-forwarded-for", "x-forwarded-host", "x-original-url", "host"})
+_arm_guards = guards.install  # under a name the constructor's `guards` flag does not hide
 CLEAN_REQUESTS = 1024  # request heads (each at most 4 KiB) remembered as clean, per generation (see Memo)
 
 
@@ -50,6 +51,8 @@ class Protector:
         self.queue = findings if findings is not None else FindingQueue(sink)
         self._lock = threading.Lock()
         self.guards = guards  # runtime guards (cloudward.appsec.guards) around the application's call
+        if guards:
+            _arm_guards()  # now, before the app's startup code opens database connections (see sqlguard)
         self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0, "guarded": 0}
         self._clean: Memo[bool] = Memo(CLEAN_REQUESTS)  # heads of bodiless requests judged clean (known_clean)
 
