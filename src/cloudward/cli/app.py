@@ -19,8 +19,11 @@ from cloudward.cli import (
     network,
     registry,
     rules,
+    schedule,
     secrets,
+    server,
     storage,
+    users,
 )
 
 app = typer.Typer(
@@ -63,6 +66,12 @@ app.add_typer(rules.app, name="rules")
 app.add_typer(storage.app, name="storage")
 app.add_typer(secrets.app, name="secrets")
 app.command("audit")(audit.audit)
+# the API server and its accounts and schedules
+app.command("server")(server.server)
+app.command("scheduler")(server.scheduler)
+app.add_typer(users.users_app, name="user")
+app.add_typer(users.tokens_app, name="token")
+app.add_typer(schedule.app, name="schedule")
 
 
 def run() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -129,7 +130,14 @@ class FindingRow(Base):
         String(64), ForeignKey("scans.id", ondelete="SET NULL"), nullable=True
     )
 
-    __table_args__ = (CheckConstraint("status IN ('open', 'fixed')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'fixed')", name="status"),
+        # The server's findings pages (server/findings_query.py): keyset order within a status.
+        Index("ix_findings_status_severity_rank_last_seen", "status", "severity_rank", "last_seen", "fingerprint"),
+        Index("ix_findings_status_category_severity_rank", "status", "category", "severity_rank", "last_seen",
+              "fingerprint"),
+        Index("ix_findings_status_last_seen", "status", "last_seen", "fingerprint"),
+    )
 
 
 class ScanFindingRow(Base):
@@ -196,3 +204,125 @@ class FimEntryRow(Base):
     )
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# --- the server (cloudward.server): accounts, audit, jobs, schedules, webhooks ------------------
+
+
+class UserRow(Base):
+    """A person or robot that uses the API. `password_hash` (scrypt) only for dashboard logins;
+    API tokens are separate rows. Users are disabled, never deleted, so the audit log keeps names."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'analyst', 'read-only')", name="role"),)
+
+
+class ApiTokenRow(Base):
+    """An API token or a dashboard session: a public id plus the SHA-256 of the secret part."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (CheckConstraint("kind IN ('api', 'session')", name="kind"),)
+
+
+class AuditRow(Base):
+    """Who changed what, when, from where: one row per state change (and per login attempt)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    remote: Mapped[str] = mapped_column(String(64))
+
+
+class ScheduleRow(Base):
+    """A command run on a cron expression. `next_run` is claimed with a compare-and-set, so two
+    servers sharing the database never both start the same run."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    command: Mapped[str] = mapped_column(Text)
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    cron: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_run: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    __table_args__ = (Index("ix_schedules_enabled_next_run", "enabled", "next_run"),)
+
+
+class JobRow(Base):
+    """One run of an allow-listed cloudward command: queued, claimed by a runner, finished."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    command: Mapped[str] = mapped_column(Text)
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    schedule_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("schedules.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    scan_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"),
+        Index("ix_jobs_status_created", "status", "created"),
+    )
+
+
+class WebhookRow(Base):
+    """Where new findings at or above `min_severity` are POSTed. The URL (Slack's carries its own
+    secret) and the signing secret are never returned by the API, only a masked form."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    min_severity: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_delivery: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status: Mapped[str] = mapped_column(String(200), default="")
+
+    __table_args__ = (CheckConstraint("kind IN ('generic', 'slack')", name="kind"),)

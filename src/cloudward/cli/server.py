@@ -1,0 +1,146 @@
+"""`cloudward server` (the API, its job runner and scheduler) and `cloudward scheduler` (the
+scheduler and runner alone, for a deployment whose API servers run with `--jobs 0 --no-scheduler`).
+
+Thin: build a ServerConfig from the settings, check there is someone to log in, hand the app to
+uvicorn. There are no default credentials: a store without users refuses to start unless
+`--init-admin NAME` makes the first admin (whose token is printed once).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+import typer
+
+from cloudward.cli.common import ConfigOption, err_console, settings
+
+HostOption = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default).")
+PortOption = typer.Option(8000, "--port", min=1, max=65535, help="TCP port.")
+TlsCertOption = typer.Option(None, "--tls-cert", help="Serve HTTPS with this certificate (PEM).")
+TlsKeyOption = typer.Option(None, "--tls-key", help="...and this private key (PEM).")
+JobsOption = typer.Option(2, "--jobs", min=0, max=64,
+                          help="Scan jobs run at once by this process; 0 = only queue them (another runs them).")
+
+
+def _print_first_token(name: str, value: str) -> None:
+    err_console().print(f"created admin [bold]{name}[/bold]; its API token (shown once, stored only as a hash):",
+                        highlight=False)
+    sys.stdout.write(value + "\n")
+    sys.stdout.flush()
+
+
+def _ensure_users(db: object, init_admin: str | None) -> None:
+    from cloudward.core.errors import UsageError
+    from cloudward.server import accounts
+    from cloudward.server.audit import Actor
+    from cloudward.server.db import ServerDB
+
+    assert isinstance(db, ServerDB)
+    if accounts.count_users(db) > 0:
+        if init_admin:
+            err_console().print("users exist already: --init-admin ignored", highlight=False)
+        return
+    if not init_admin:
+        raise UsageError("no users yet, and cloudward has no default credentials: start with "
+                         "`cloudward server --init-admin NAME` (prints the admin's token once), or run "
+                         "`cloudward user add NAME --role admin && cloudward token create NAME` first")
+    actor = Actor(f"cli:{_os_user()}")
+    accounts.create_user(db, actor, init_admin, "admin")
+    _info, value = accounts.create_token(db, actor, init_admin, "initial admin token")
+    _print_first_token(init_admin, value)
+
+
+def _os_user() -> str:
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def server(
+    host: str = HostOption,
+    port: int = PortOption,
+    jobs: int = JobsOption,
+    no_scheduler: bool = typer.Option(False, "--no-scheduler", help="Do not run schedules in this process."),
+    init_admin: str | None = typer.Option(None, "--init-admin", metavar="NAME",
+                                          help="On a store without users, create this admin and print its token."),
+    ssl_certfile: Path | None = TlsCertOption,
+    ssl_keyfile: Path | None = TlsKeyOption,
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Serve the API (and the dashboard, later) on http://HOST:PORT; SQLite store by default."""
+    import uvicorn
+
+    from cloudward.core.errors import UsageError
+    from cloudward.server.app import create_app
+    from cloudward.server.config import ServerConfig
+    from cloudward.server.db import ServerDB
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    server_config = ServerConfig.from_settings(settings(config), host=host, port=port, job_slots=jobs,
+                                               scheduler=not no_scheduler, cookie_secure=ssl_certfile is not None)
+    db = ServerDB.open(server_config.store_url)
+    try:
+        _ensure_users(db, init_admin)
+    finally:
+        db.close()
+    if not _loopback(host) and ssl_certfile is None:
+        err_console().print(f"[yellow]warning[/]: serving plain HTTP on {host}: tokens and session cookies cross the "
+                            "network in clear (use --tls-cert/--tls-key or a TLS proxy)", highlight=False)
+    app = create_app(server_config)
+    err_console().print(f"cloudward API on http{'s' if ssl_certfile else ''}://{host}:{port} "
+                        f"(store {app.state.cloudward.db.store.url}, {jobs} job slot(s), "
+                        f"scheduler {'off' if no_scheduler else 'on'})", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                proxy_headers=False, server_header=False)
+
+
+def scheduler(
+    jobs: int = JobsOption,
+    interval: float = typer.Option(15.0, "--interval", min=1.0, max=60.0,
+                                   help="Seconds between looks at the schedules."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Run the schedules (and, with --jobs > 0, the queued jobs) without serving the API."""
+    import signal
+    import threading
+
+    from cloudward.server.config import ServerConfig
+    from cloudward.server.db import ServerDB
+    from cloudward.server.jobs.local import LocalRunner
+    from cloudward.server.schedules import Scheduler
+    from cloudward.server.webhooks import Notifier
+
+    server_config = ServerConfig.from_settings(settings(config), job_slots=jobs, scheduler_interval=interval)
+    db = ServerDB.open(server_config.store_url)
+    runner = LocalRunner(db, server_config)
+    runner.listeners.append(Notifier(db))
+    loop = Scheduler(db, runner, interval=interval)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    runner.start()
+    loop.start()
+    err_console().print(f"cloudward scheduler on {db.store.url} ({jobs} job slot(s)); Ctrl-C stops", highlight=False)
+    try:
+        stop.wait()
+    finally:
+        loop.stop()
+        runner.stop()
+        db.close()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
