@@ -1,11 +1,14 @@
 """The OWASP CRS regression corpus and a set of ordinary benign requests, replayed request by request
-against (a) the cloudward-protected FastAPI app (ASGI middleware, block mode) and (b) nginx +
-ModSecurity v3 + CRS v4 at paranoia level 1 (anomaly scoring, inbound threshold 5, blocking, and
-`tx.enforce_bodyproc_urlencoded=1` so a body without Content-Type is read as a form, as cloudward
-reads it) proxying to the same app unprotected. Only 127.0.0.1 is contacted. Each request carries an
-`X-Cloudward-Stage` header after its request line, so ModSecurity's audit log tells which rules fired
-for it: its blocks are also counted with attack-class rules (930-944) only, since at PL1 a body
-without Content-Type is blocked by protocol rules (920340 + 920640) whatever it holds.
+against (a) the cloudward-protected FastAPI app (ASGI middleware, block mode), (c) the same app with
+cloudward's optional in-process CRS engine on (policy `crs:` at paranoia level 1, threshold 5: CRS v4
+run by the libmodsecurity wheel inside the app, beside cloudward's own rules; `--no-crs-engine`
+leaves this target out) and (b) nginx + ModSecurity v3 + CRS v4 at paranoia level 1 (anomaly scoring,
+inbound threshold 5, blocking, and `tx.enforce_bodyproc_urlencoded=1` so a body without Content-Type
+is read as a form, as cloudward reads it) proxying to the same app unprotected. Only 127.0.0.1 is
+contacted. Each request carries an `X-Cloudward-Stage` header after its request line, so
+ModSecurity's audit log tells which rules fired for it: its blocks are also counted with attack-class
+rules (930-944) only, since at PL1 a body without Content-Type is blocked by protocol rules (920340 +
+920640) whatever it holds.
 
 Detection: the share of attack stages (`expect_ids` non-empty) answered 403, per class, over all of
 them and over the PL1 ones (the stage expects at least one paranoia-level-1 rule).
@@ -21,20 +24,28 @@ False positives, judged the fair way (a request is a false positive only when no
   * the benign set built here (BENIGN): form posts, JSON APIs, searches such as `O'Reilly`, `select a
     book`, `rm -rf guide`, URLs and file paths in parameters, ordinary browser headers.
 
-Usage: .venv/bin/python benchmarks/appsec/crs.py [--concurrency 8] [--no-write]
+The CRS-engine target's blocks are also counted with attack rules only: cloudward's own rules, or a
+CRS attack-class rule (930-944) among those its `appsec.crs` finding names (found by the incident id
+of each 403 answer).
+
+Usage: .venv/bin/python benchmarks/appsec/crs.py [--concurrency 8] [--no-write] [--no-crs-engine]
 Peers: benchmarks/appsec/setup (nginx, libnginx-mod-http-modsecurity). CRS: ../shared/corpora/crs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 from benchmarks._common import machine, today, write_section  # noqa: E402
-from tests.appsec.servers import start_fastapi  # noqa: E402
+from tests.appsec.servers import findings, start_fastapi  # noqa: E402
 from tests.harness.services import Service, port_open  # noqa: E402
 
 from cloudward.appsec.corpus import HEADLINE, Outcome, Stage, load_corpus, paranoia_levels, replay  # noqa: E402
@@ -54,6 +65,7 @@ CORPUS = CRS / "tests"
 RULES = CRS / "rules"
 LOG_LEVEL = "error"  # "warn" logs every rule that matched, for looking into one request
 MODULE = Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
+CRS_ENGINE = "cloudward+crs"  # the third target: cloudward with its in-process CRS engine (PL1)
 BENIGN_DESC = re.compile(r"false.?positive|\bFP\b|legit|benign|natural english", re.IGNORECASE)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -343,6 +355,63 @@ def _attack_rule(ids: tuple[int, ...]) -> bool:
     return any(930000 <= i < 945000 for i in ids)
 
 
+# --- cloudward with its CRS engine ----------------------------------------------------------------
+
+def start_crs_engine(folder: Path) -> Service:
+    """The FastAPI test app with cloudward's middleware and its in-process CRS engine at PL1, threshold 5
+    (the nginx target's settings), writing its findings to its own folder."""
+    policy = folder / "policy.yaml"
+    policy.write_text(f"mode: block\ncrs:\n  rules: {CRS}\n  paranoia: 1\n  threshold: 5\n")
+    return start_fastapi("block", policy=policy)
+
+
+def send_for_incident(host: str, port: int, raw: bytes, timeout: float = 10.0) -> tuple[int, str, str]:
+    """Like corpus.send_raw, and also the answer's X-Cloudward-Incident: (status, incident, error)."""
+    data = b""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with contextlib.suppress(OSError):  # the server may answer (413, 403) before reading everything
+                sock.sendall(raw)
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        return 0, "", type(exc).__name__
+    status = re.match(rb"HTTP/\d(?:\.\d)? (\d{3})", data)
+    if not status:
+        return 0, "", "no HTTP status"
+    incident = re.search(rb"(?im)^x-cloudward-incident: *([0-9a-f]+)", data)
+    return int(status.group(1)), incident.group(1).decode() if incident else "", ""
+
+
+def replay_incidents(stages: list[Stage], url: str, concurrency: int) -> list[tuple[Outcome, str]]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+
+    def one(stage: Stage) -> tuple[Outcome, str]:
+        if not stage.raw:
+            return Outcome(stage, 0, "empty request"), ""
+        status, incident, error = send_for_incident(host, int(port), stage.raw)
+        return Outcome(stage, status, error), incident
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(one, stages))
+
+
+def incident_rules(service: Service) -> dict[str, tuple[set[str], tuple[int, ...]]]:
+    """Incident id -> (cloudward's own rule ids, the CRS rule ids its appsec.crs finding names)."""
+    out: dict[str, tuple[set[str], tuple[int, ...]]] = {}
+    for finding in findings(service):
+        own, crs = out.setdefault(finding["evidence"]["incident_id"], (set(), ()))
+        if finding["rule_id"] == "appsec.crs":
+            ids = tuple(int(i) for i in re.findall(r"(?:^|; |: )(\d{5,7}) ", finding["evidence"].get("detail", "")))
+            out[finding["evidence"]["incident_id"]] = (own, crs + ids)
+        else:
+            own.add(finding["rule_id"])
+    return out
+
+
 def pct(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
@@ -356,7 +425,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     app = start_fastapi(protect=False)
     guarded = start_fastapi("block", extra_env={"APPSEC_FINDINGS": ""})
     nginx = start_modsecurity(app.port)
+    scratch = tempfile.TemporaryDirectory()
+    engine = start_crs_engine(Path(scratch.name)) if args.crs_engine else None
     results: dict[str, dict[str, Any]] = {}
+    crs_incidents: list[str] = []
     try:
         for name, service in (("cloudward", guarded), ("modsecurity", nginx)):
             began = time.perf_counter()
@@ -364,13 +436,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             built = replay(benign_stages, str(service.url), concurrency=args.concurrency)
             results[name] = {"outcomes": outcomes, "built": built, "seconds": time.perf_counter() - began}
             print(f"{name}: {len(outcomes)} stages in {results[name]['seconds']:.0f}s", file=sys.stderr)
-        time.sleep(1)  # let nginx finish writing the audit log
+        if engine is not None:
+            began = time.perf_counter()
+            pairs = replay_incidents(stages, str(engine.url), args.concurrency)
+            built = replay(benign_stages, str(engine.url), concurrency=args.concurrency)
+            results[CRS_ENGINE] = {"outcomes": [o for o, _ in pairs], "built": built,
+                                   "seconds": time.perf_counter() - began}
+            crs_incidents = [incident for _, incident in pairs]
+            print(f"{CRS_ENGINE}: {len(pairs)} stages in {results[CRS_ENGINE]['seconds']:.0f}s", file=sys.stderr)
+        time.sleep(1)  # let nginx finish writing the audit log (and cloudward its findings)
         fired = audit_rules(nginx.dir / "logs" / "audit.log")
+        by_incident = incident_rules(engine) if engine is not None else {}
     finally:
+        if engine is not None:
+            engine.stop()
+        scratch.cleanup()
         nginx.stop()
         guarded.stop()
         app.stop()
     rows = {name: tally(r["outcomes"], benign_keys, levels) for name, r in results.items()}
+    if engine is not None:
+        # the CRS engine's blocks that cloudward's own rules or a CRS attack-class rule (930-944) took part in
+        def attack(incident: str) -> bool:
+            own, crs = by_incident.get(incident, (set(), ()))
+            return bool(own) or _attack_rule(crs)
+
+        attack_only_crs = [Outcome(o.stage, o.status if o.status != 403 or attack(i) else 200, o.error)
+                           for o, i in zip(results[CRS_ENGINE]["outcomes"], crs_incidents, strict=True)]
+        rows[CRS_ENGINE + "-attack"] = tally(attack_only_crs, benign_keys, levels)
+        # blocks whose findings never reached the file (a full findings queue drops): counted as not attack
+        answered = zip(results[CRS_ENGINE]["outcomes"], crs_incidents, strict=True)
+        results[CRS_ENGINE]["unrecorded"] = sum(1 for o, i in answered if o.status == 403 and i not in by_incident)
     # ModSecurity blocks that an attack-class rule (930-944) took part in, not protocol rules alone
     # (920640/920340: a body without Content-Type scores 10 on its own at PL1)
     attack_only = [Outcome(o.stage, o.status if o.status != 403 or _attack_rule(fired.get(i, ())) else 200, o.error)
@@ -457,7 +553,69 @@ def render(data: dict[str, Any], args: argparse.Namespace) -> str:
         f"nginx + ModSecurity {data['results']['modsecurity']['seconds']:.0f}s. Stages without an HTTP answer "
         f"(left out of the rates): cloudward {c.errors}, ModSecurity {m.errors}.",
     ]
+    if CRS_ENGINE in rows:
+        lines += ["", *render_crs_engine(data, classes, totals)]
     return "\n".join(lines) + "\n"
+
+
+def render_crs_engine(data: dict[str, Any], classes: list[str], totals: dict[str, Row]) -> list[str]:
+    """The third target beside the other two: cloudward with its in-process CRS engine at PL1."""
+    rows: dict[str, dict[str, Row]] = data["rows"]
+    lines = [
+        "### cloudward + its in-process CRS engine (policy `crs:`, PL1)\n",
+        f"The same corpus against the same app with cloudward's middleware and its optional CRS engine on "
+        f"(`crs: {{rules: ../shared/corpora/crs, paranoia: 1, threshold: 5}}`: CRS v4 run by the libmodsecurity "
+        f"{_wheel_version()} wheel inside the app, beside cloudward's own rules; a request is blocked when either "
+        "says so; a body that does not parse scores 5, where the nginx target's rule 200002 denies it outright). "
+        "Its blocks are also counted with attack rules only: cloudward's own rules, or a CRS attack-class "
+        "rule (930-944) among those its `appsec.crs` finding names.\n",
+        "| class | cloudward | cloudward + CRS engine | ModSecurity PL1 | cloudward + CRS engine, attack rules only | "
+        "ModSecurity, attack rules only | cloudward + CRS engine PL1-stage detection | cloudward FP | "
+        "cloudward + CRS engine FP | ModSecurity FP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    total, total_attack = Row(), Row()
+    for cls in classes:
+        c, m = rows["cloudward"].get(cls, Row()), rows["modsecurity"].get(cls, Row())
+        e, ea = rows[CRS_ENGINE].get(cls, Row()), rows[CRS_ENGINE + "-attack"].get(cls, Row())
+        ma = rows["modsecurity-attack"].get(cls, Row())
+        for t, r in ((total, e), (total_attack, ea)):
+            t.attacks += r.attacks
+            t.blocked += r.blocked
+            t.pl1_attacks += r.pl1_attacks
+            t.pl1_blocked += r.pl1_blocked
+            t.benign += r.benign
+            t.benign_blocked += r.benign_blocked
+            t.errors += r.errors
+        lines.append(
+            f"| {cls} | {pct(c.blocked, c.attacks)} | {pct(e.blocked, e.attacks)} ({e.blocked}/{e.attacks}) | "
+            f"{pct(m.blocked, m.attacks)} | {pct(ea.blocked, ea.attacks)} | {pct(ma.blocked, ma.attacks)} | "
+            f"{pct(e.pl1_blocked, e.pl1_attacks)} | {c.benign_blocked}/{c.benign} | {e.benign_blocked}/{e.benign} | "
+            f"{m.benign_blocked}/{m.benign} |")
+    c, m, ma = totals["cloudward"], totals["modsecurity"], totals["modsecurity-attack"]
+    lines.append(f"| **all** | {pct(c.blocked, c.attacks)} | {pct(total.blocked, total.attacks)} | "
+                 f"{pct(m.blocked, m.attacks)} | {pct(total_attack.blocked, total_attack.attacks)} | "
+                 f"{pct(ma.blocked, ma.attacks)} | {pct(total.pl1_blocked, total.pl1_attacks)} | "
+                 f"{c.benign_blocked}/{c.benign} | {total.benign_blocked}/{total.benign} | "
+                 f"{m.benign_blocked}/{m.benign} |")
+    fp = data["built_fp"][CRS_ENGINE]
+    lines += [
+        "",
+        f"Built benign set ({len(BENIGN)} requests): cloudward + CRS engine blocked **{len(fp)}**"
+        + (f" ({', '.join(fp)})" if fp else "") + f". Replay time: {data['results'][CRS_ENGINE]['seconds']:.0f}s; "
+        f"stages without an HTTP answer: {total.errors}; blocked stages whose findings were not found by their "
+        f"incident id: {data['results'][CRS_ENGINE]['unrecorded']}.",
+    ]
+    return lines
+
+
+def _wheel_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("libmodsecurity")
+    except PackageNotFoundError:
+        return "?"
 
 
 def _nginx_version() -> str:
@@ -477,6 +635,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="print the section, do not write docs/BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write per-stage outcomes (status per tool) to this file")
+    parser.add_argument("--no-crs-engine", dest="crs_engine", action="store_false",
+                        help="leave out the third target, cloudward with its in-process CRS engine (policy `crs:`)")
     args = parser.parse_args()
     data = run(args)
     body = render(data, args)
@@ -485,6 +645,9 @@ def main() -> None:
                       "attack": o.stage.is_attack, "cloudward": o.status, "modsecurity": t.status}
                      for o, t in zip(data["results"]["cloudward"]["outcomes"],
                                      data["results"]["modsecurity"]["outcomes"], strict=True)]
+        if CRS_ENGINE in data["results"]:
+            for entry, outcome in zip(per_stage, data["results"][CRS_ENGINE]["outcomes"], strict=True):
+                entry[CRS_ENGINE] = outcome.status
         args.json.write_text(json.dumps(per_stage, indent=1) + "\n")
     if not args.no_write:
         write_section("appsec-crs", body)

@@ -6,6 +6,11 @@ middleware recognises a request head it already judged clean and passes it on), 
 (a wrk Lua script: a browser's headers and a query string that differs on every request, so every
 request's query values are judged afresh; only the repeated header values hit the per-value cache).
 
+A third app measures the optional in-process CRS engine: the same middleware with policy `crs:` (CRS
+v4 from ../shared/corpora/crs at paranoia level 1, run by libmodsecurity in the app). Its cost per
+request is read two ways: from the requests/s (1/rps with the engine - 1/rps without) and by the CPU
+time `CrsEngine.evaluate` alone takes in this process on the varied requests. `--no-crs-engine` leaves it out.
+
 Usage: .venv/bin/python benchmarks/appsec/throughput.py [--seconds 10] [--connections 32] [--rounds 5]
 Peers: benchmarks/appsec/setup (wrk).
 """
@@ -27,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks._common import machine, today, write_section
 from tests.appsec.servers import start_fastapi
 
+CRS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "crs"
+
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None  # server on CPU 0, wrk on CPU 1
 VARIED = """
 counter = 0
@@ -43,6 +50,42 @@ end
 """
 MIXES = {"same": "`GET /`, the same request every time",
          "varied": "`GET /?q=blue+shoes+N&page=N&sort=price` with browser headers and a cookie, N new each time"}
+
+
+def __getattr__(name: str) -> object:
+    """`crs_app`: the hello app with the middleware and its CRS engine (APPSEC_POLICY), built when uvicorn
+    asks for it in the server's process (the app is started with APPSEC_PROTECT=0: hello_app stays bare)."""
+    if name != "crs_app":
+        raise AttributeError(name)
+    from tests.appsec.apps.hello_app import inner
+
+    from cloudward.appsec import ASGIMiddleware
+
+    return ASGIMiddleware(inner, mode="block", policy=os.environ["APPSEC_POLICY"])
+
+
+def engine_cost(count: int = 2000) -> float:
+    """CPU microseconds `CrsEngine.evaluate` takes per request of the varied mix, in this thread (CPU time, so
+    other processes on the machine do not inflate it)."""
+    import time
+
+    from cloudward.appsec.crs import crs_engine
+    from cloudward.appsec.policy import CrsSettings
+    from cloudward.appsec.request import HttpRequest
+
+    engine = crs_engine(CrsSettings(rules=CRS, paranoia=1, threshold=5))
+    headers = [("host", "127.0.0.1:8000"),  # as wrk sends them (VARIED)
+               ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+               ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+               ("accept-language", "en-GB,en;q=0.7"),
+               ("cookie", "sessionid=8f14e45fceea167a5a36dedd4bea2543; theme=dark")]
+    requests = [HttpRequest("GET", "/", f"q=blue+shoes+{n}&page={n % 50}&sort=price", headers) for n in range(count)]
+    for request in requests[:200]:  # warm-up
+        engine.evaluate(request)
+    began = time.thread_time()
+    for request in requests:
+        engine.evaluate(request)
+    return (time.thread_time() - began) / count * 1e6
 
 
 def rps(url: str, seconds: int, connections: int, threads: int, script: Path | None = None) -> float:
@@ -62,16 +105,24 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-crs-engine", dest="crs_engine", action="store_false",
+                        help="leave out the app with the in-process CRS engine (policy `crs:`)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: run benchmarks/appsec/setup")
-    results: dict[tuple[str, str], list[float]] = {(m, n): [] for m in MIXES for n in ("bare", "protected")}
+    apps = ("bare", "protected", "crs") if args.crs_engine else ("bare", "protected")
+    results: dict[tuple[str, str], list[float]] = {(m, n): [] for m in MIXES for n in apps}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "varied.lua"
         script.write_text(VARIED)
+        policy = Path(tmp) / "crs-policy.yaml"
+        policy.write_text(f"mode: block\ncrs:\n  rules: {CRS}\n  paranoia: 1\n  threshold: 5\n")
         for _ in range(args.rounds):  # alternate, so drift in the machine's load hits both alike
-            for name in ("bare", "protected"):
-                service = start_fastapi(protect=(name == "protected"), app="tests.appsec.apps.hello_app:app")
+            for name in apps:
+                if name == "crs":
+                    service = start_fastapi(protect=False, policy=policy, app="benchmarks.appsec.throughput:crs_app")
+                else:
+                    service = start_fastapi(protect=(name == "protected"), app="tests.appsec.apps.hello_app:app")
                 if PIN and service.pid is not None:
                     os.sched_setaffinity(service.pid, {0})
                 try:
@@ -104,9 +155,37 @@ def main() -> None:
                  f"repeated request, **{ratios['varied']:.1%}** for the varied one. The repeated request is "
                  "passed without re-judging once its head (method, target, every header) was judged clean; "
                  "the varied mix judges every request's query values afresh.\n")
+    if args.crs_engine:
+        lines += crs_lines(results, args)
     body = "\n".join(lines)
     write_section("appsec-throughput", body)
     print(body)
+
+
+def crs_lines(results: dict[tuple[str, str], list[float]], args: argparse.Namespace) -> list[str]:
+    """The rows of the app with the CRS engine, and what the engine costs per request."""
+    from importlib.metadata import version
+
+    lines = [f"With the optional in-process CRS engine (policy `crs: {{rules: ../shared/corpora/crs, paranoia: 1, "
+             f"threshold: 5}}`, CRS v4 run by the libmodsecurity {version('libmodsecurity')} wheel in the app):\n",
+             "| requests | app | requests/s (best) | all rounds | ratio to bare (best / best) | "
+             "ratio to the middleware without CRS | CRS engine cost per request (from requests/s) |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for mix, label in MIXES.items():
+        bare, protected, crs = (results[(mix, n)] for n in ("bare", "protected", "crs"))
+        cost = (1 / max(crs) - 1 / max(protected)) * 1e6
+        lines.append(f"| {label} | with `ASGIMiddleware(mode=\"block\", policy=<crs: PL1>)` | {max(crs):,.0f} | "
+                     f"{', '.join(f'{v:,.0f}' for v in crs)} | **{max(crs) / max(bare):.1%}** | "
+                     f"{max(crs) / max(protected):.1%} | {cost:,.0f} µs |")
+    alone = engine_cost()
+    lines.append(f"\n`CrsEngine.evaluate` alone (one ModSecurity transaction through phases 1 and 2, in this process, "
+                 f"on 2,000 requests of the varied mix): **{alone:,.0f} µs** of CPU time per request. The repeated "
+                 "request is judged once (CRS included) and then passed as a head already judged clean; every request "
+                 "of the varied mix goes through the engine, which holds the event loop (and the GIL) while it runs. "
+                 f"The machine's load average at the end of the run: {os.getloadavg()[0]:.1f} (1 min), "
+                 f"{os.getloadavg()[2]:.1f} (15 min) on {os.cpu_count()} cores; anything above 2 means other work "
+                 "shared the CPUs and every figure above is distorted.\n")
+    return lines
 
 
 if __name__ == "__main__":

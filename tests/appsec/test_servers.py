@@ -243,7 +243,9 @@ def test_hostile_bodies_do_not_crash(blocking: Service) -> None:
             http.post("/x", content=b"\xff\xfe\xc0\xae%zz%u12", headers={"content-type": "text/plain"}).status_code
             == 200
         )
-        assert http.get("/x?a=%zz%ff%c0%ae&b=%u00").status_code == 200
+        # overlong %c0%ae is refused by appsec.encoding_evasion: an answer (not a crash) is what counts
+        assert http.get("/x?a=%zz%ff%c0%ae&b=%u00").status_code in (200, 403)
+        assert http.get("/x?a=%zz%ff&b=%u00").status_code == 200
         assert http.post(
             "/x", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"}
         ).status_code in (200, 400)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cloudward.appsec import detectors
+from cloudward.appsec import detectors, protocol
 from cloudward.appsec.decode import variants
 from cloudward.appsec.memo import Memo
 from cloudward.appsec.multimatch import PatternSet
@@ -29,7 +29,7 @@ from cloudward.core.severity import Severity
 __all__ = ["ENGINE", "Detection", "Inspector", "UploadScanner", "Verdict", "load_appsec_rules", "validate_rule"]
 
 ENGINE = "appsec"
-CODE_DETECTORS = ("sqli", "xss", "ssrf", "jndi", "rfi", "open_redirect", "eicar", "none")
+CODE_DETECTORS = ("sqli", "xss", "ssrf", "jndi", "rfi", "open_redirect", "eicar", "protocol", "none")
 DETECTORS = ("patterns", *CODE_DETECTORS)
 GROUPS = ("args", "args_names", "path", "headers", "cookies", "body", "filenames", "files")
 
@@ -119,6 +119,8 @@ def validate_rule(rule: Rule) -> None:
         if name not in TRANSFORMS:
             raise ValueError(f"unknown transform {name!r}")
     patterns = match.get("patterns", []) or []
+    if detector == "protocol":  # whole-request checks (cloudward.appsec.protocol)
+        protocol.validate(match)
     if detector == "patterns" and not patterns:
         raise ValueError("a patterns rule needs patterns")
     for pattern in patterns:
@@ -256,7 +258,9 @@ class Inspector:
         ruleset = load_appsec_rules() if rules is None else rules
         self.rules = [r for r in ruleset if r.engine_name == ENGINE]
         self.compiled, self._hint_ids, self._patternset = _number_patterns(
-            [_compile(r) for r in self.rules if r.match.get("detector") != "none"])
+            [_compile(r) for r in self.rules if r.match.get("detector") not in ("none", "protocol")])
+        # whole-request protocol checks, and the Referer gates of value rules (cloudward.appsec.protocol)
+        self._protocol = protocol.RequestChecks(self.rules)
         self.by_id = {r.id: r for r in self.rules}
         self.upload_scanners = list(upload_scanners)
         self._plans: dict[tuple[str, str], _Plan] = {}
@@ -331,6 +335,11 @@ class Inspector:
                     if policy.exclusions and policy.excluded(rule_id, value.location):
                         continue
                     detections.append(Detection(rule_id, value.location, _fragment(value.location, value.name, hit)))
+        if self._protocol:
+            detections = [d for d in detections if self._protocol.keeps(d.rule_id, request)]
+            for rule_id, location, fragment in self._protocol.judge(request, policy):
+                if rule_id not in disabled and not (policy.exclusions and policy.excluded(rule_id, location)):
+                    detections.append(Detection(rule_id, location, fragment))
         findings: list[Finding] = []
         uploads = request.uploads()
         active = [c for c in self.compiled if c.rule.id not in disabled] if uploads and disabled else self.compiled
@@ -350,11 +359,15 @@ class Inspector:
         rule = self.by_id.get(rule_id)
         return rule.severity if rule is not None else Severity.HIGH
 
-    def quiet(self, raw_path: str, query: str, headers: list[tuple[str, str]]) -> bool:
+    def quiet(self, raw_path: str, query: str, headers: list[tuple[str, str]],
+              policy: EffectivePolicy | None = None) -> bool:
         """True when `inspect` would find nothing at all, before any policy, in a bodiless request with this
         raw path, query string and header list: its path and header list were judged clean before, and its
         query is (its pieces known, or judged now and remembered). False when anything fires, or when it
-        cannot be told this way: `inspect` then judges the request (and remembers its parts)."""
+        cannot be told this way: `inspect` then judges the request (and remembers its parts). `policy` is the
+        route's, looked up for the request's method: without it the method is taken as allowed."""
+        if self._protocol and not self._protocol.quiet(raw_path, query, headers, policy):
+            return False  # the method, target or header list needs the whole-request checks
         parts = self._parts
         known = parts["path"][("path", raw_path)]
         if known is None or known[1]:

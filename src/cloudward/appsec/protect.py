@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudward.appsec import guards
+from cloudward.appsec.crs import CrsEngine, crs_engine
 from cloudward.appsec.engine import Detection, Inspector, UploadScanner, Verdict, load_appsec_rules
 from cloudward.appsec.memo import Memo
 from cloudward.appsec.policy import EffectivePolicy, Policy, load_policy
@@ -48,6 +49,8 @@ class Protector:
         self.policy = loaded.with_mode(mode) if mode is not None else loaded
         ruleset = rules if rules is not None else load_appsec_rules(rules_dirs)
         self.inspector = Inspector(ruleset, upload_scanners=upload_scanners)
+        # the optional Core Rule Set engine (policy `crs:`), compiled at start-up: a broken rule is an error now
+        self.crs: CrsEngine | None = crs_engine(self.policy.crs) if self.policy.crs is not None else None
         self.queue = findings if findings is not None else FindingQueue(sink)
         self._lock = threading.Lock()
         self.guards = guards  # runtime guards (cloudward.appsec.guards) around the application's call
@@ -72,10 +75,10 @@ class Protector:
         """True (and counted as a request) when a bodiless request with this raw path, query and headers
         would be judged clean: nothing in it that any rule fires on (Inspector.quiet), no base64-marked
         location to decode, no runtime guards to arm. False means only that `judge` must decide."""
-        if self.guards or policy.base64:
+        if self.guards or policy.base64 or (self.crs is not None and "appsec.crs" not in policy.disabled_rules):
             return False
         try:
-            if not self.inspector.quiet(raw_path, query, headers):
+            if not self.inspector.quiet(raw_path, query, headers, policy):
                 return False
         except Exception:  # the full judgement, with its own failure handling, decides
             return False
@@ -94,6 +97,8 @@ class Protector:
         self._count("requests")
         try:
             verdict = self.inspector.inspect(request, policy)
+            if self.crs is not None:
+                self.crs.apply(verdict, request, policy)  # never raises; adds an appsec.crs detection
             if request.body_truncated:
                 verdict.detections.append(Detection("appsec.body_limit", "body",
                                                     f"longer than {policy.max_body_bytes} bytes"))
