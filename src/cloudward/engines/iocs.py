@@ -32,6 +32,7 @@ KINDS = {
     "key_comment": "the comment field of an SSH public key planted by an actor",
     "process_name": "a process or binary name used by an actor or a miner",
     "pool_port": "a TCP port typical of mining pools",
+    "pool_domain": "a mining pool's DNS name (matches itself and its subdomains)",
     "path": "a file path an actor drops or touches",
     "module_name": "the name of a kernel module (LKM rootkit) used by an actor",
 }

@@ -51,3 +51,7 @@ class Inspectable:
     established: bool = False  # a TCP handshake was seen for this flow (`flow:established`)
     packet: int = 0  # 1-based index in the capture of the packet that completed this unit
     extra: dict[str, object] = field(default_factory=dict)  # parser facts (e.g. {"redis.args": [...]})
+    # payload[:overlap] repeats the end of the previous unit of this direction (plain stream chunks
+    # only), so a pattern split across segments is still found; a match that ends at or before
+    # `overlap` was already seen in that unit and should not be reported again
+    overlap: int = 0
