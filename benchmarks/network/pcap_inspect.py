@@ -46,7 +46,7 @@ from benchmarks.network import traffic  # noqa: E402
 PYTHON = sys.executable
 CLOUDWARD = str(Path(sys.executable).parent / "cloudward")
 PLANT_EVERY = 1000
-CAPTURE_VERSION = 2
+CAPTURE_VERSION = 3  # 3: readable SNI in the generated ClientHellos
 
 # --------------------------------------------------------------------------- planted attacks
 

@@ -126,7 +126,7 @@ def _stratum(rng: random.Random, conv: _Tcp, evil: bool) -> Iterator[bytes]:
 
 def _tls(rng: random.Random, conv: _Tcp, evil: bool) -> Iterator[bytes]:
     name = b"pool.minexmr.com" if evil else rng.choice([b"www.example.com", b"api.github.com", b"cdn.example.net"])
-    sni = struct.pack("!HHBH", len(name) + 3, 0, 0, len(name)) + name
+    sni = struct.pack("!HBH", len(name) + 3, 0, len(name)) + name  # server_name_list: host_name (0), length, name
     exts = struct.pack("!HH", 0, len(sni)) + sni + b"\x00\x0a\x00\x04\x00\x02\x00\x1d" + b"\x00\x0b\x00\x02\x01\x00"
     body = (b"\x03\x03" + rng.randbytes(32) + b"\x00" + b"\x00\x04\x13\x01\x13\x02" + b"\x01\x00"
             + struct.pack("!H", len(exts)) + exts)

@@ -80,15 +80,26 @@ def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
     from cloudward.core.rules import load_rules
     from cloudward.engines.subject_rules import validate_rule as validate_subject_rule
     from cloudward.exposure.evaluate import validate_rule
+    from cloudward.network.docker_findings import validate_rule as validate_docker_proxy_rule
+    from cloudward.network.redis_policy import validate_rule as validate_redis_proxy_rule
+    from cloudward.network.rulesets import builtin_rules as signature_rules
     from cloudward.secrets.engine import validate_rule as validate_secret_rule
     from cloudward.workload.evaluate import validate_rule as validate_host_rule
 
-    return load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
-                       "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac", "cloudward.appsec"],
-                      extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
-                                               "host": validate_host_rule, "image": validate_subject_rule,
-                                               "content": validate_subject_rule, "aws": validate_aws_rule,
-                                               "iac": validate_subject_rule, "appsec": validate_appsec_rule})
+    # cloudward.network/rules/*.yaml are the proxies' rules; its Suricata signatures sit in a subfolder
+    # the YAML loader does not read, and join as rules of engine `suricata` (one per cloudward_id).
+    ruleset = load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
+                          "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac", "cloudward.appsec",
+                          "cloudward.network"],
+                         extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
+                                                  "host": validate_host_rule, "image": validate_subject_rule,
+                                                  "content": validate_subject_rule, "aws": validate_aws_rule,
+                                                  "iac": validate_subject_rule, "appsec": validate_appsec_rule,
+                                                  "redis_proxy": validate_redis_proxy_rule,
+                                                  "docker_proxy": validate_docker_proxy_rule})
+    for rule in signature_rules():
+        ruleset.add(rule)
+    return ruleset
 
 
 def emit(result: ScanResult, fmt: str | None, output: Path | None) -> None:

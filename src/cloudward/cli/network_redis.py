@@ -164,8 +164,9 @@ class _StoreRecorder:
     """Findings from the proxy's reporter thread into the store, as one scan of kind `redis-proxy`.
 
     The scan is recorded again (same id: the store replaces what it saw) at most once a second and
-    at the end, holding the newest finding per fingerprint. It is finished as `cancelled`: a proxy
-    only sees the attacks made while it runs, so its end must not mark earlier findings fixed."""
+    at the end, holding the newest finding per fingerprint, and finished as `completed`. A proxy only
+    sees the attacks made while it runs, so its end must not mark earlier findings fixed: the store's
+    scope for this kind covers nothing (store/scope.py)."""
 
     def __init__(self, config: Path | None, target: str, log: object) -> None:
         from cloudward.core.scan import ScanResult
@@ -213,7 +214,7 @@ class _StoreRecorder:
                 return
             try:
                 self.result.stats.update(stats)
-                self.result.finish(ScanStatus.CANCELLED)
+                self.result.finish(ScanStatus.COMPLETED)
                 self.dirty = True
                 self._record()
             except Exception as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -25,10 +26,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudward.core.errors import RuleError
+from cloudward.core.rules import Rule
+from cloudward.core.severity import Category
 from cloudward.engines.iocs import Indicator, Iocs
 from cloudward.network.suricata import ParsedRules, RuleParser, RuleProblem, Signature
 
-__all__ = ["GENERATED_SID_BASE", "LoadedRules", "RuleNotes", "builtin_sources", "ioc_rules", "load_signatures"]
+__all__ = ["ENGINE", "GENERATED_SID_BASE", "LoadedRules", "RuleNotes", "as_rules", "builtin_rules", "builtin_sources",
+           "ioc_rules", "load_signatures"]
 
 BUILTIN_FOLDER = "signatures"
 GENERATED_SID_BASE = 1_901_000
@@ -194,3 +198,55 @@ def load_signatures(parser: RuleParser, *, builtin: bool = True, iocs: Iocs | No
     loaded.signatures = parsed.signatures
     loaded.problems = parsed.problems
     return loaded
+
+
+# --------------------------------------------------------------------------- signatures as core rules
+
+ENGINE = "suricata"  # `match.engine` of the rules below; there is no YAML rule of this engine
+# Generated rules are one per indicator and protocol; their own msg names one indicator, not the rule.
+_GENERATED_TITLES = {
+    "network.sig.ioc_domain": "DNS, TLS or HTTP traffic naming an actor domain of the IOC list",
+    "network.sig.ioc_address": "Traffic with an actor address of the IOC list",
+    "network.sig.pool_domain": "DNS or TLS traffic naming a mining-pool domain of the IOC list",
+}
+
+
+def as_rules(loaded: LoadedRules) -> list[Rule]:
+    """One core `Rule` per built-in `cloudward_id`, so `rules list|show`, the server's catalogue and
+    the threat map see the ids signature findings carry. Several signatures may share an id (SLAVEOF
+    and REPLICAOF, one per IOC): the rule takes the most severe, every ATT&CK id, and their texts as
+    its `match`. A signature without a `reference` cites its ATT&CK techniques' pages."""
+    by_id: dict[str, list[Signature]] = {}
+    for signature in loaded.signatures:
+        if signature.rule_id in loaded.notes:  # built-in or generated (a user rule has no notes)
+            by_id.setdefault(signature.rule_id, []).append(signature)
+    rules = []
+    for rule_id, signatures in sorted(by_id.items()):
+        first, notes = signatures[0], loaded.notes[rule_id]
+        attack = list(dict.fromkeys(t for s in signatures for t in s.attack))
+        references = list(dict.fromkeys([*(r for s in signatures for r in s.references), *notes.references]))
+        threat_map = dict.fromkeys(v for s in signatures for v in s.meta("threat_map"))
+        title = _GENERATED_TITLES.get(rule_id) or first.msg
+        if rule_id not in _GENERATED_TITLES and len(signatures) > 1:
+            more = len(signatures) - 1
+            title += f" (and {more} more signature{'s' if more > 1 else ''})"
+        generated = first.sid >= GENERATED_SID_BASE
+        rules.append(Rule(
+            id=rule_id, title=title, severity=max(s.severity for s in signatures), category=Category.NETWORK,
+            description=notes.description, remediation=notes.remediation,
+            references=references or [f"https://attack.mitre.org/techniques/{t.replace('.', '/')}/" for t in attack],
+            attack=attack, tags=["signature", *notes.tags, *(f"threat_map:{t}" for t in threat_map)],
+            match={"engine": ENGINE, "sids": [s.sid for s in signatures], "signatures": [s.text for s in signatures]},
+            source="builtin:cloudward.data/iocs.yaml (generated signatures)" if generated
+            else f"builtin:cloudward.network/rules/{first.source.removeprefix('builtin:')}:{first.line}",
+        ))
+    return rules
+
+
+@cache
+def builtin_rules() -> tuple[Rule, ...]:
+    """The built-in signatures and those generated from the shipped IOC list, as core rules (package
+    data only, so parsed once per process)."""
+    from cloudward.engines.iocs import load_iocs
+
+    return tuple(as_rules(load_signatures(RuleParser(), iocs=load_iocs())))

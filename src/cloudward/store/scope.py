@@ -198,6 +198,13 @@ def host_covers(targets: Sequence[str], stats: Mapping[str, Any], subject: Subje
     return subject.location.get("root") in targets
 
 
+def nothing(targets: Sequence[str], stats: Mapping[str, Any], subject: Subject) -> bool:
+    """Watchers (the protect proxies, a live traffic monitor) report what happened while they ran,
+    never everything there is: an attack not repeated is not an attack fixed. They complete and
+    close nothing, whatever their targets."""
+    return False
+
+
 COVERAGE: dict[str, Coverage] = {
     "exposure": network_covers,
     "audit": kind_wide,
@@ -208,15 +215,18 @@ COVERAGE: dict[str, Coverage] = {
     "fim-watch": host_covers,
     # `iac scan` names files relative to the root it walked (location.root), like an audit's root.
     "iac": host_covers,
+    "redis-proxy": nothing,  # `network protect redis`
+    "network_monitor": nothing,  # `network monitor` (an `inspect` of a capture file looks at all of it)
 }
 
 
 def covers(kind: str, targets: Sequence[str], stats: Mapping[str, Any], subject: Subject) -> bool:
     """Did a completed scan of `kind` over `targets` look at `subject`? A scan that names no targets
-    covers its whole kind (an account-wide or machine-wide scan)."""
-    if not targets:
+    covers its whole kind (an account-wide or machine-wide scan), unless its kind covers nothing."""
+    coverage = COVERAGE.get(kind, generic_covers)
+    if not targets and coverage is not nothing:
         return True
-    return COVERAGE.get(kind, generic_covers)(targets, stats, subject)
+    return coverage(targets, stats, subject)
 
 
 def errored(error_targets: Sequence[str], subject: Subject) -> bool:
