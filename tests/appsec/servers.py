@@ -71,7 +71,9 @@ def findings(service: Service) -> list[dict[str, Any]]:
     path = service.dir / "findings.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # the sink appends while tests read: only whole lines (newline-terminated) are findings yet
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 # start_process is re-exported for tests that run a custom command
