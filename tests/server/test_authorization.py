@@ -59,10 +59,33 @@ POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/webhooks/{webhook_id}"): ADMIN,
 }
 
+# The dashboard's pages (server/dashboard): a caller who is not logged in is sent to the login
+# page (303) where an API route answers 401.
+DASHBOARD: dict[tuple[str, str], str] = {
+    ("GET", "/static/{asset}"): PUBLIC,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): READ,
+    ("GET", "/"): READ,
+    ("GET", "/findings"): READ,
+    ("GET", "/findings/{fingerprint}"): READ,
+    ("POST", "/findings/{fingerprint}/suppress"): ANALYST,
+    ("POST", "/findings/{fingerprint}/unsuppress"): ANALYST,
+    ("GET", "/scans"): READ,
+    ("GET", "/scans/diff"): READ,
+    ("GET", "/rules"): READ,
+    ("GET", "/rules/{rule_id}"): READ,
+    ("GET", "/schedules"): READ,
+    ("POST", "/schedules"): ANALYST,
+    ("POST", "/schedules/{schedule_id}/toggle"): ANALYST,
+    ("POST", "/schedules/{schedule_id}/delete"): ANALYST,
+}
+POLICY.update(DASHBOARD)
+
 # Path parameters that name nothing: an allowed caller gets 404 (or 422), never a change.
 PLACEHOLDERS = {"name": "nobody", "token_id": "000000000000", "scan_id": "0" * 32, "fingerprint": "0" * 32,
                 "suppression_id": "999999", "rule_id": "no.such_rule", "job_id": "0" * 32, "schedule_id": "999999",
-                "webhook_id": "999999"}
+                "webhook_id": "999999", "asset": "dashboard.css"}
 
 
 def _served_routes(tmp_path: Path) -> set[tuple[str, str]]:
@@ -109,6 +132,8 @@ def test_every_route_enforces_its_role(quiet_api: ApiServer, role: str | None) -
             expected = _expected(needed, role)
             got = response.status_code
             ok = got not in (401, 403) if expected == "allowed" else got == int(expected)
+            if expected == "401" and (method, path) in DASHBOARD:
+                ok = got == 303 and response.headers["location"].startswith("/login")
             if not ok or got >= 500:
                 problems.append(f"{method} {path} as {role}: {got} (expected {expected}) {response.text[:120]}")
     assert problems == []

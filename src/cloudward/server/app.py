@@ -2,8 +2,9 @@
 that starts the job runner and the scheduler.
 
 `create_app(config)` is what `cloudward server` serves. Tests and embedders may hand in their own
-`db`, `runner` or clock; a dashboard adds its routers through `extra_routers` (each route guarded
-by `auth.allow(...)`, which `check_routes` enforces at build time).
+`db`, `runner` or clock; the web dashboard's pages come from `server/dashboard`, and an embedder
+adds its own routers through `extra_routers` (each route guarded by `auth.allow(...)`, which
+`check_routes` enforces at build time).
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def create_app(config: ServerConfig, *, db: ServerDB | None = None, runner: JobR
                   "(`cloudward token create NAME`) or the dashboard's session cookie.")
     app.state.cloudward = ctx
     app.state.scheduler = scheduler
-    for router in [*ROUTERS, *extra_routers]:
+    from cloudward.server.dashboard import routers as dashboard
+
+    for router in [*ROUTERS, *dashboard(), *extra_routers]:
         app.include_router(router)
     check_routes(app.routes)
     app.add_exception_handler(NotFound, _error(404))

@@ -1,0 +1,208 @@
+"""Dashboard render time: the overview and the findings pages over 100,000 findings in PostgreSQL.
+
+Fills a fresh store exactly as `benchmarks/server/api.py` does (its `fill`: real rule ids,
+severities and categories from the catalogue, 10,000 service targets, 90% open, each seen by one
+of 20 scans), moves the timestamps so the last 30 days end today (the overview's new/fixed chart
+reads them), adds suppressions (200 single findings and a rule glob), starts `cloudward server
+--jobs 0` as a user would, and times whole pages over HTTP with a keep-alive client:
+
+- overview: every aggregate of `/` (chain, severities, categories, 30-day trend, top rules and
+  targets, recent scans), rendered to HTML; once after a change to the store before every view (a
+  suppression through the API, untimed), so the aggregates are computed, and once unchanged
+- findings, first page: `/findings` (50 open findings, with the total the filter matches)
+- findings by target: a substring of the target name, whose total needs a COUNT in SQL
+- findings by chain link: the Redis link of the attack chain, critical only
+- finding detail: one finding with its scan history and triage entries
+- rules catalogue: every rule with its open-finding count
+
+Prints p50/p95/p99 per page and the overview's p95 against its goal (well under a second: 1 s is
+the ceiling, not the aim), and writes the `server-dashboard` section of docs/BENCHMARKS.md. There
+is no peer tool: the goal is the number.
+
+    .venv/bin/python benchmarks/server/dashboard.py [--findings 100000] [--requests 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine, today, write_section  # noqa: E402
+from benchmarks.server.api import TOKEN, fill, percentile  # noqa: E402
+from tests.harness.services import http_get, start_postgres, start_process  # noqa: E402
+
+GOAL_MS = 1000.0
+FILL_NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the moment api.py's fill measures its timestamps from
+
+
+def age_to_today(url: str) -> None:
+    """Shift every timestamp the fill wrote so that its 'now' becomes this moment."""
+    from sqlalchemy import create_engine, text
+
+    shift = datetime.now(UTC) - FILL_NOW
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE findings SET first_seen = first_seen + :s, last_seen = last_seen + :s, "
+                              "fixed_at = fixed_at + :s"), {"s": shift})
+            conn.execute(text("UPDATE scans SET started = started + :s, finished = finished + :s, "
+                              "recorded = recorded + :s"), {"s": shift})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def suppress_some(url: str, count: int) -> str:
+    """`count` single-finding suppressions and one rule glob; returns a fingerprint to open."""
+    from sqlalchemy import select
+
+    from cloudward.store import Store
+    from cloudward.store.models import FindingRow
+
+    store = Store.open(url)
+    try:
+        with store.engine.connect() as conn:
+            fingerprints = list(conn.scalars(select(FindingRow.fingerprint).where(FindingRow.status == "open")
+                                             .order_by(FindingRow.fingerprint).limit(count + 1)))
+        for fingerprint in fingerprints[1:]:
+            store.suppress(fingerprint, reason="benchmark: accepted risk", author="bench")
+        store.suppress(rule_id="host.fim.*", reason="benchmark: FIM noise on build hosts", author="bench")
+        return fingerprints[0]
+    finally:
+        store.close()
+
+
+def time_page(client: Any, path: str, requests: int, before: Any = None) -> list[float]:
+    """Client-side milliseconds per request; `before(i)` runs ahead of request i, untimed."""
+    for _ in range(5):  # warm the server's and PostgreSQL's caches
+        response = client.get(path)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    samples = []
+    for i in range(requests):
+        if before is not None:
+            before(i)
+        began = time.perf_counter()
+        response = client.get(path)
+        samples.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200, response.text[:300]
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--findings", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--suppressions", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/BENCHMARKS.md")
+    args = parser.parse_args()
+
+    import httpx
+
+    from cloudward.server.dashboard import chain
+
+    redis_link = next(link.index for link in chain.links() if link.title == "unauthenticated Redis")
+    with start_postgres(auth="trust") as postgres:
+        url = postgres.sqlalchemy_url
+        began = time.perf_counter()
+        stats = fill(url, args.findings)
+        age_to_today(url)
+        one = suppress_some(url, args.suppressions)
+        print(f"filled {stats['findings']:,} findings and {args.suppressions} suppressions in "
+              f"{time.perf_counter() - began:.0f}s")
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CLOUDWARD_DB_URL": url}
+
+        def argv(service: Any) -> list[str]:
+            env["CLOUDWARD_DATA_DIR"] = str(service.dir / "data")
+            return [sys.executable, "-m", "cloudward", "server", "--host", service.host, "--port", str(service.port),
+                    "--init-admin", "bench", "--jobs", "0", "--no-scheduler", "--log-level", "warning"]
+
+        def ready(service: Any) -> bool:
+            try:
+                return http_get(f"http://{service.host}:{service.port}/api/v1/health", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        pages = {
+            "overview `/`, the store changed before each view (aggregates computed)": "/",
+            "overview `/`, unchanged store (aggregates from the cache)": "/",
+            "findings, first page `/findings`": "/findings",
+            "findings by chain link (Redis), critical": f"/findings?link={redis_link}&severity=critical",
+            "findings by target substring (total counted in SQL)": "/findings?target=10.1.",
+            "finding detail": f"/findings/{one}",
+            "rules catalogue `/rules`": "/rules",
+        }
+        cold = next(iter(pages))
+        with start_process("cloudward-server", argv, ready=ready, env=env, timeout=120) as server:
+            found = TOKEN.search(server.log_tail(200))
+            assert found, server.log_tail()
+            headers = {"Authorization": f"Bearer {found.group(0)}"}
+            base = f"http://{server.host}:{server.port}"
+            with httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=60) as client:
+                overview = client.get("/").text
+                shown_total = re.search(r'Open findings</span><span class="kpi-value">([\d,]+)<', overview)
+                listed = client.get("/api/v1/findings", params={"limit": 500}).json()["items"]
+                victims = [f["fingerprint"] for f in listed]
+
+                def change(i: int) -> None:  # a suppression changes what the overview counts
+                    answer = client.put(f"/api/v1/findings/{victims[i % len(victims)]}/suppression",
+                                        json={"reason": f"benchmark change {i}"})
+                    assert answer.status_code == 200, answer.text
+
+                results = {}
+                order = list(pages.items())
+                random.Random(5).shuffle(order)
+                for name, path in order:
+                    results[name] = time_page(client, path, args.requests, before=change if name == cold else None)
+
+    rows = []
+    for name in pages:
+        samples = results[name]
+        rows.append((name, statistics.median(samples), percentile(samples, 95), percentile(samples, 99)))
+        print(f"{name}: p50 {rows[-1][1]:.1f} ms, p95 {rows[-1][2]:.1f} ms, p99 {rows[-1][3]:.1f} ms")
+    p95 = rows[0][2]  # the overview when it has to compute: the number the goal is about
+    open_shown = shown_total.group(1) if shown_total else "?"
+    print(f"overview p95 {p95:.1f} ms = {p95 / GOAL_MS:.2f}x the {GOAL_MS:.0f} ms ceiling "
+          f"({open_shown} open findings on it)")
+    if args.no_write:
+        return 0
+    table = "\n".join(f"| {name} | {p50:.1f} | {p95_:.1f} | {p99:.1f} |" for name, p50, p95_, p99 in rows)
+    write_section("server-dashboard", f"""## Dashboard render time: pages over 100,000 findings in PostgreSQL
+
+`benchmarks/server/dashboard.py`, {today()}, {machine()}. PostgreSQL 15 (harness, loopback, default
+settings), {stats['findings']:,} findings filled as for the API benchmark (timestamps moved so the
+last 30 days end today), {args.suppressions} single-finding suppressions and one rule-glob
+suppression; the overview showed {open_shown} open, unsuppressed findings. `cloudward server --jobs 0`
+(one uvicorn worker), {args.requests} sequential requests per page over one keep-alive HTTP connection
+after 5 warm-up requests, pages in shuffled order; client-side time, so it includes authentication,
+every query, Jinja rendering and the HTML transfer. Other work shared the machine's two cores.
+
+| page | p50 ms | p95 ms | p99 ms |
+|---|---|---|---|
+{table}
+
+Goal: the overview well under a second; measured p95 {p95:.1f} ms when its aggregates are computed
+({p95 / GOAL_MS:.2f}x the 1 s ceiling). They are three GROUP BYs in PostgreSQL run at once on their
+own connections (open findings by rule, severity and category, folded into the attack chain's links
+in Python; new and fixed per day; by target); each is a scan of the 224 MB findings table, which no
+index covers. While no scan is recorded and no suppression changes (checked on every view, at most
+a minute old), the overview reuses them, and so do the findings table's totals for filters by
+severity, category, rule and chain link; a target filter counts in SQL. No page loads findings it
+does not show.
+""")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
