@@ -24,6 +24,7 @@ from cloudward.cli import (
     server,
     storage,
     users,
+    worker,
 )
 
 app = typer.Typer(
@@ -72,6 +73,7 @@ app.command("scheduler")(server.scheduler)
 app.add_typer(users.users_app, name="user")
 app.add_typer(users.tokens_app, name="token")
 app.add_typer(schedule.app, name="schedule")
+app.command("worker")(worker.worker)
 
 
 def run() -> None:

@@ -85,6 +85,10 @@ def scan(
     output: Path | None = OutputOption,
     fail_on: str | None = FailOnOption,
     no_store: bool = NoStoreOption,
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Split the scan over `cloudward worker`s (Celery; PostgreSQL store)."),
+    broker: str | None = typer.Option(None, "--broker", metavar="URL",
+                                      help="With --distributed: the workers' broker (or CLOUDWARD_BROKER_URL)."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Find exposed services (Docker API, Redis, kubelet, etcd, SSH...) and judge them by the rules."""
@@ -97,7 +101,6 @@ def scan(
     parse_severity(fail_on, "--fail-on")
     conf = settings(config)
     exposure = _exposure_settings(conf, concurrency, rate, timeout, max_hosts)
-    ruleset = load_all_rules(rules_dir)
     parsed = parse_targets(targets or [], input_list, max_hosts=exposure.max_hosts,
                            allow_large=allow_large_range)
     parsed, port_list = prepare(parsed, ports, exposure)
@@ -105,6 +108,16 @@ def scan(
         f"exposure scan: {parsed.size:,} host{'s' if parsed.size != 1 else ''} x {len(port_list):,} "
         f"port{'s' if len(port_list) != 1 else ''}", highlight=False)
 
+    if distributed:
+        from cloudward.cli.worker import distributed_scan
+
+        result = distributed_scan(conf, targets or [], input_list, ports=ports, concurrency=concurrency, rate=rate,
+                                  timeout=timeout, max_hosts=max_hosts, allow_large_range=allow_large_range,
+                                  max_open_per_host=max_open_per_host, fail_on=fail_on, rules=rules_dir,
+                                  no_store=no_store, broker=broker)
+        finish(result, format, output, fail_on, config, no_store=True)  # the workers stored it
+        return
+    ruleset = load_all_rules(rules_dir)
     result = run_scan(parsed, port_list, exposure, ruleset, max_open_per_host=max_open_per_host)
 
     finish(result, format, output, fail_on, config, no_store)

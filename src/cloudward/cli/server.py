@@ -22,6 +22,12 @@ TlsCertOption = typer.Option(None, "--tls-cert", help="Serve HTTPS with this cer
 TlsKeyOption = typer.Option(None, "--tls-key", help="...and this private key (PEM).")
 JobsOption = typer.Option(2, "--jobs", min=0, max=64,
                           help="Scan jobs run at once by this process; 0 = only queue them (another runs them).")
+RunnerOption = typer.Option(None, "--runner", metavar="local|celery",
+                            help="Who runs jobs: this process (local, default) or `cloudward worker`s through the "
+                                 "broker (celery; exposure scans are split over the workers). "
+                                 "Env: CLOUDWARD_SERVER_RUNNER.")
+BrokerOption = typer.Option(None, "--broker", metavar="URL",
+                            help="With --runner celery: redis://HOST:6379/0 or amqp://... Env: CLOUDWARD_BROKER_URL.")
 
 
 def _print_first_token(name: str, value: str) -> None:
@@ -72,6 +78,8 @@ def server(
     ssl_certfile: Path | None = TlsCertOption,
     ssl_keyfile: Path | None = TlsKeyOption,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    runner: str | None = RunnerOption,
+    broker: str | None = BrokerOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Serve the API (and the dashboard, later) on http://HOST:PORT; SQLite store by default."""
@@ -81,22 +89,35 @@ def server(
     from cloudward.server.app import create_app
     from cloudward.server.config import ServerConfig
     from cloudward.server.db import ServerDB
+    from cloudward.server.jobs.celery_runner import CeleryRunner, build_runner
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UsageError("--tls-cert and --tls-key go together")
     server_config = ServerConfig.from_settings(settings(config), host=host, port=port, job_slots=jobs,
                                                scheduler=not no_scheduler, cookie_secure=ssl_certfile is not None)
+    _choose_runner(server_config, runner, broker)
     db = ServerDB.open(server_config.store_url)
     try:
+        # checked first: a bad broker URL or a SQLite store fails the start, not the first job
+        job_runner = build_runner(db, server_config) if server_config.runner != "local" else None
         _ensure_users(db, init_admin)
-    finally:
+    except BaseException:
+        db.close()
+        raise
+    if job_runner is None:
         db.close()
     if not _loopback(host) and ssl_certfile is None:
         err_console().print(f"[yellow]warning[/]: serving plain HTTP on {host}: tokens and session cookies cross the "
                             "network in clear (use --tls-cert/--tls-key or a TLS proxy)", highlight=False)
-    app = create_app(server_config)
+    if job_runner is None:
+        app = create_app(server_config)
+        runs = f"{jobs} job slot(s)"
+    else:
+        app = create_app(server_config, db=db, runner=job_runner)
+        broker_shown = job_runner.settings.broker_display if isinstance(job_runner, CeleryRunner) else "?"
+        runs = f"jobs on cloudward workers via {broker_shown}"
     err_console().print(f"cloudward API on http{'s' if ssl_certfile else ''}://{host}:{port} "
-                        f"(store {app.state.cloudward.db.store.url}, {jobs} job slot(s), "
+                        f"(store {app.state.cloudward.db.store.url}, {runs}, "
                         f"scheduler {'off' if no_scheduler else 'on'})", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                 proxy_headers=False, server_header=False)
@@ -106,6 +127,8 @@ def scheduler(
     jobs: int = JobsOption,
     interval: float = typer.Option(15.0, "--interval", min=1.0, max=60.0,
                                    help="Seconds between looks at the schedules."),
+    runner: str | None = RunnerOption,
+    broker: str | None = BrokerOption,
     config: Path | None = ConfigOption,
 ) -> None:
     """Run the schedules (and, with --jobs > 0, the queued jobs) without serving the API."""
@@ -114,28 +137,40 @@ def scheduler(
 
     from cloudward.server.config import ServerConfig
     from cloudward.server.db import ServerDB
-    from cloudward.server.jobs.local import LocalRunner
+    from cloudward.server.jobs.celery_runner import build_runner
     from cloudward.server.schedules import Scheduler
     from cloudward.server.webhooks import Notifier
 
     server_config = ServerConfig.from_settings(settings(config), job_slots=jobs, scheduler_interval=interval)
+    _choose_runner(server_config, runner, broker)
     db = ServerDB.open(server_config.store_url)
-    runner = LocalRunner(db, server_config)
-    runner.listeners.append(Notifier(db))
-    loop = Scheduler(db, runner, interval=interval)
+    job_runner = build_runner(db, server_config)
+    job_runner.listeners.append(Notifier(db))
+    loop = Scheduler(db, job_runner, interval=interval)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runner.start()
+    job_runner.start()
     loop.start()
-    err_console().print(f"cloudward scheduler on {db.store.url} ({jobs} job slot(s)); Ctrl-C stops", highlight=False)
+    runs = "jobs on cloudward workers" if server_config.runner == "celery" else f"{jobs} job slot(s)"
+    err_console().print(f"cloudward scheduler on {db.store.url} ({runs}); Ctrl-C stops", highlight=False)
     try:
         stop.wait()
     finally:
         loop.stop()
-        runner.stop()
+        job_runner.stop()
         db.close()
 
+
+def _choose_runner(config: object, runner: str | None, broker: str | None) -> None:
+    """Command-line choices override CLOUDWARD_SERVER_RUNNER / CLOUDWARD_BROKER_URL."""
+    from cloudward.server.config import ServerConfig
+
+    assert isinstance(config, ServerConfig)
+    if runner is not None:
+        config.runner = runner.strip().lower()
+    if broker is not None:
+        config.broker_url = broker.strip()
 
 def _loopback(host: str) -> bool:
     if host == "localhost":

@@ -1,4 +1,4 @@
-"""How one server runs: address, store, key, job slots, scheduler, cookies.
+"""How one server runs: address, store, key, job slots or Celery runner, scheduler, cookies.
 
 Built from the CLI's settings (the same store every `cloudward` command uses) plus the options of
 `cloudward server` and a few `CLOUDWARD_SERVER_*` variables. The session-signing key is
@@ -43,6 +43,9 @@ class ServerConfig:
     node: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Extra environment for job processes (tests point PATH or a config here).
     job_env: dict[str, str] = field(default_factory=dict)
+    # Who executes jobs: "local" (job_slots threads here) or "celery" (`cloudward worker`s via broker_url).
+    runner: str = "local"
+    broker_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None,
@@ -55,6 +58,8 @@ class ServerConfig:
         config = cls(store_url=store_url(settings), data_dir=data_dir, secret_key=key)
         if env.get("CLOUDWARD_SERVER_COOKIE_SECURE", "").lower() in ("1", "true", "yes"):
             config.cookie_secure = True
+        config.runner = env.get("CLOUDWARD_SERVER_RUNNER", "").strip().lower() or config.runner
+        config.broker_url = env.get("CLOUDWARD_BROKER_URL", "").strip()
         for name, value in overrides.items():
             if not hasattr(config, name):
                 raise TypeError(f"unknown server option {name}")

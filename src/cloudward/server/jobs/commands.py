@@ -46,6 +46,8 @@ DENIED: dict[str, str] = {
     "-iL": "it would read a file from the server's disk",
     "--password": "a secret on a command line would be stored and shown (use CLOUDWARD_REGISTRY_PASSWORD)",
     "--help": "it runs no scan",
+    "--distributed": "the server's runner decides where a job runs (cloudward server --runner celery)",
+    "--broker": "the server's runner decides where a job runs (cloudward server --runner celery)",
     "--": "the server appends its own options",
 }
 

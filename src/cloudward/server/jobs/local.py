@@ -103,6 +103,11 @@ class LocalRunner(DatabaseJobs):
                     self._wake.wait(timeout=self.config.job_poll_interval)
                 self._pending = max(0, self._pending - 1)
 
+    def run_claimed(self, job_id: str) -> None:
+        """Execute a job some other process already claimed for this runner (a Celery worker's
+        `run_job` task, after its compare-and-set): run, notify, close."""
+        self._execute(job_id)
+
     def _next(self) -> str | None:
         for job_id in self.queued():
             if self.claim(job_id, self.config.node):

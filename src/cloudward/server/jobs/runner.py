@@ -8,9 +8,10 @@ work the same from any server, and a new runner only has to say how claimed jobs
 
     class CeleryRunner(DatabaseJobs):
         def dispatch(self, job_id):          # after the row is committed
-            run_job_task.delay(job_id)       # the worker calls execute.run_claimed(db, job_id, ...)
+            send_job(self.celery, job_id)    # a worker claims the row, then runs or splits the job
 
-`LocalRunner` (local.py) is the in-process implementation `cloudward server` uses.
+`LocalRunner` (local.py) is the in-process implementation `cloudward server` uses by default;
+`CeleryRunner` (celery_runner.py) is the one above, for `--runner celery`.
 """
 
 from __future__ import annotations
