@@ -82,7 +82,7 @@ def server(
     broker: str | None = BrokerOption,
     config: Path | None = ConfigOption,
 ) -> None:
-    """Serve the API (and the dashboard, later) on http://HOST:PORT; SQLite store by default."""
+    """Serve the API and the web dashboard on http://HOST:PORT; SQLite store by default."""
     import uvicorn
 
     from cloudward.core.errors import UsageError
