@@ -8,16 +8,13 @@ Store errors surface as StoreError with the password masked, never as a driver t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from cloudward.core.errors import StoreError
 from cloudward.core.finding import utcnow
-from cloudward.store.engine import scrub, write_connection
 from cloudward.store.repository import Store
 
 
@@ -40,25 +37,8 @@ class ServerDB:
     def close(self) -> None:
         self.store.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).split("\n")[0]
-            raise StoreError(f"findings store {self.store.url}: {scrub(reason, self.engine.url)}") from None
+    def read(self) -> AbstractContextManager[Session]:
+        return self.store.read_session()
 
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with self._errors(), self.engine.connect() as conn, Session(bind=conn) as session:
-            yield session
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        with self._errors(), write_connection(self.engine) as conn:
-            session = Session(bind=conn, expire_on_commit=False)
-            try:
-                yield session
-                session.flush()
-            finally:
-                session.close()
+    def write(self) -> AbstractContextManager[Session]:
+        return self.store.write_session()

@@ -286,6 +286,11 @@ class Store:
             finally:
                 session.close()
 
+    # other tables in the same database (the server's users, jobs, schedules) use the same sessions:
+    # the same write queue, the same masked errors
+    read_session = _read
+    write_session = _write
+
     # --- recording ----------------------------------------------------------------------------
 
     def record_scan(self, result: ScanResult) -> RecordSummary:
