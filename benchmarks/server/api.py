@@ -27,6 +27,8 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,29 @@ def time_requests(client: Any, params: dict[str, Any], requests: int) -> list[fl
     return samples
 
 
+
+@contextmanager
+def serve(url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`cloudward server` on the store at `url` (first start makes an admin): its base URL and the
+    admin token's Authorization header."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CLOUDWARD_DB_URL": url}
+
+    def argv(service: Any) -> list[str]:
+        env["CLOUDWARD_DATA_DIR"] = str(service.dir / "data")
+        return [sys.executable, "-m", "cloudward", "server", "--host", service.host, "--port", str(service.port),
+                "--init-admin", "bench", "--jobs", "0", "--no-scheduler", "--log-level", "warning"]
+
+    def ready(service: Any) -> bool:
+        try:
+            return http_get(f"http://{service.host}:{service.port}/api/v1/health", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    with start_process("cloudward-server", argv, ready=ready, env=env, timeout=120) as server:
+        found = TOKEN.search(server.log_tail(200))
+        assert found, server.log_tail()
+        yield f"http://{server.host}:{server.port}", {"Authorization": f"Bearer {found.group(0)}"}
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--findings", type=int, default=100_000)
@@ -148,24 +173,7 @@ def main() -> int:
         stats = fill(url, args.findings)
         print(f"filled {stats['findings']:,} findings in {time.perf_counter() - began:.0f}s "
               f"({stats['matching_filter']:,} match the filtered query)")
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CLOUDWARD_DB_URL": url}
-
-        def argv(service: Any) -> list[str]:
-            env["CLOUDWARD_DATA_DIR"] = str(service.dir / "data")
-            return [sys.executable, "-m", "cloudward", "server", "--host", service.host, "--port", str(service.port),
-                    "--init-admin", "bench", "--jobs", "0", "--no-scheduler", "--log-level", "warning"]
-
-        def ready(service: Any) -> bool:
-            try:
-                return http_get(f"http://{service.host}:{service.port}/api/v1/health", timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        with start_process("cloudward-server", argv, ready=ready, env=env, timeout=120) as server:
-            found = TOKEN.search(server.log_tail(200))
-            assert found, server.log_tail()
-            headers = {"Authorization": f"Bearer {found.group(0)}"}
-            base = f"http://{server.host}:{server.port}"
+        with serve(url) as (base, headers):
             filtered = {"min_severity": "high", "category": "exposure", "rule": "redis.*", "sort": "severity",
                         "limit": 50}
             with httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=30) as client:

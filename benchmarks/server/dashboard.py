@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import machine, today, write_section  # noqa: E402
-from benchmarks.server.api import TOKEN, fill, percentile  # noqa: E402
-from tests.harness.services import http_get, start_postgres, start_process  # noqa: E402
+from benchmarks.server.api import fill, percentile, serve  # noqa: E402
+from tests.harness.services import start_postgres  # noqa: E402
 
 GOAL_MS = 1000.0
 FILL_NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the moment api.py's fill measures its timestamps from
@@ -121,19 +121,6 @@ def main() -> int:
         one = suppress_some(url, args.suppressions)
         print(f"filled {stats['findings']:,} findings and {args.suppressions} suppressions in "
               f"{time.perf_counter() - began:.0f}s")
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CLOUDWARD_DB_URL": url}
-
-        def argv(service: Any) -> list[str]:
-            env["CLOUDWARD_DATA_DIR"] = str(service.dir / "data")
-            return [sys.executable, "-m", "cloudward", "server", "--host", service.host, "--port", str(service.port),
-                    "--init-admin", "bench", "--jobs", "0", "--no-scheduler", "--log-level", "warning"]
-
-        def ready(service: Any) -> bool:
-            try:
-                return http_get(f"http://{service.host}:{service.port}/api/v1/health", timeout=1)[0] == 200
-            except OSError:
-                return False
-
         pages = {
             "overview `/`, the store changed before each view (aggregates computed)": "/",
             "overview `/`, unchanged store (aggregates from the cache)": "/",
@@ -144,27 +131,23 @@ def main() -> int:
             "rules catalogue `/rules`": "/rules",
         }
         cold = next(iter(pages))
-        with start_process("cloudward-server", argv, ready=ready, env=env, timeout=120) as server:
-            found = TOKEN.search(server.log_tail(200))
-            assert found, server.log_tail()
-            headers = {"Authorization": f"Bearer {found.group(0)}"}
-            base = f"http://{server.host}:{server.port}"
-            with httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=60) as client:
-                overview = client.get("/").text
-                shown_total = re.search(r'Open findings</span><span class="kpi-value">([\d,]+)<', overview)
-                listed = client.get("/api/v1/findings", params={"limit": 500}).json()["items"]
-                victims = [f["fingerprint"] for f in listed]
+        with serve(url) as (base, headers), \
+                httpx.Client(base_url=base, headers=headers, trust_env=False, timeout=60) as client:
+            overview = client.get("/").text
+            shown_total = re.search(r'Open findings</span><span class="kpi-value">([\d,]+)<', overview)
+            listed = client.get("/api/v1/findings", params={"limit": 500}).json()["items"]
+            victims = [f["fingerprint"] for f in listed]
 
-                def change(i: int) -> None:  # a suppression changes what the overview counts
-                    answer = client.put(f"/api/v1/findings/{victims[i % len(victims)]}/suppression",
-                                        json={"reason": f"benchmark change {i}"})
-                    assert answer.status_code == 200, answer.text
+            def change(i: int) -> None:  # a suppression changes what the overview counts
+                answer = client.put(f"/api/v1/findings/{victims[i % len(victims)]}/suppression",
+                                    json={"reason": f"benchmark change {i}"})
+                assert answer.status_code == 200, answer.text
 
-                results = {}
-                order = list(pages.items())
-                random.Random(5).shuffle(order)
-                for name, path in order:
-                    results[name] = time_page(client, path, args.requests, before=change if name == cold else None)
+            results = {}
+            order = list(pages.items())
+            random.Random(5).shuffle(order)
+            for name, path in order:
+                results[name] = time_page(client, path, args.requests, before=change if name == cold else None)
 
     rows = []
     for name in pages:
