@@ -197,7 +197,28 @@ def _checked_connect(original: Callable[..., Any], default: type) -> Callable[..
     return connect
 
 
-class _CheckedConnection:
+class _CheckedStatements:
+    """The statement-running methods sqlite3's Connection and Cursor share, each judged first."""
+
+    __slots__ = ()
+
+    def execute(self, sql: Any, *args: Any) -> Any:
+        if _guarding():
+            _run(statement_text(sql), "sqlite")
+        return super().execute(sql, *args)  # type: ignore[misc]
+
+    def executemany(self, sql: Any, *args: Any) -> Any:
+        if _guarding():
+            _run(statement_text(sql), "sqlite")
+        return super().executemany(sql, *args)  # type: ignore[misc]
+
+    def executescript(self, script: Any, *args: Any) -> Any:
+        if _guarding():
+            _run(statement_text(script), "sqlite")
+        return super().executescript(script, *args)  # type: ignore[misc]
+
+
+class _CheckedConnection(_CheckedStatements):
     __slots__ = ()
 
     def cursor(self, factory: Any = None) -> Any:
@@ -205,39 +226,9 @@ class _CheckedConnection:
 
         return super().cursor(_guarded_type(factory or sqlite3.Cursor, "cursor"))  # type: ignore[misc]
 
-    def execute(self, sql: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(sql), "sqlite")
-        return super().execute(sql, *args)  # type: ignore[misc]
 
-    def executemany(self, sql: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(sql), "sqlite")
-        return super().executemany(sql, *args)  # type: ignore[misc]
-
-    def executescript(self, script: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(script), "sqlite")
-        return super().executescript(script, *args)  # type: ignore[misc]
-
-
-class _CheckedCursor:
+class _CheckedCursor(_CheckedStatements):
     __slots__ = ()
-
-    def execute(self, sql: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(sql), "sqlite")
-        return super().execute(sql, *args)  # type: ignore[misc]
-
-    def executemany(self, sql: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(sql), "sqlite")
-        return super().executemany(sql, *args)  # type: ignore[misc]
-
-    def executescript(self, script: Any, *args: Any) -> Any:
-        if _guarding():
-            _run(statement_text(script), "sqlite")
-        return super().executescript(script, *args)  # type: ignore[misc]
 
 
 def _guarded_type(factory: Any, role: str) -> Any:
