@@ -5,7 +5,9 @@ latency added. Goals (issue #8): at least 70% of direct throughput, under 1 ms a
 A third path is a bare relay: the same event loop (uvloop when installed) copying bytes both ways
 with no parsing and no judging. It is the floor any userspace proxy pays for the extra hop (two more
 reads and writes per round trip, a third busy process on the machine), so proxy / relay is what the
-RESP parsing and the policy cost on top of that hop.
+RESP parsing and the policy cost on top of that hop. When haproxy is installed (benchmarks/network/setup),
+a fourth path runs it in TCP mode with one thread: a relay written in C on epoll, the best case for any
+extra hop, so its ratio to direct says what this machine leaves for a proxy of any kind.
 
 Workloads: `-t set,get` with 50 clients one request at a time, the same pipelined 16 deep (`-P 16`),
 and a single client (`-c 1`) for the latency one request adds when nothing else competes for the
@@ -13,7 +15,7 @@ CPU. Rounds alternate direct / relay / proxy so drift in the machine's load hits
 the medians are reported.
 
 Usage: .venv/bin/python benchmarks/network/redis_proxy.py [--rounds 3] [--requests 100000]
-Peers: redis-benchmark (apt redis-tools, installed by scripts/setup).
+Peers: redis-benchmark (apt redis-tools, installed by scripts/setup); haproxy (benchmarks/network/setup).
 """
 # ruff: noqa: E402  (sys.path is fixed before the other imports)
 
@@ -81,6 +83,20 @@ with asyncio.Runner(loop_factory=factory) as runner:
     runner.run(main())
 """
 BUSY = " (other work was running on the machine: absolute figures are low and every figure is noisy)"
+HAPROXY_CONFIG = """global
+    maxconn 4096
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend redis_in
+    bind 127.0.0.1:{listen}
+    default_backend redis_out
+backend redis_out
+    server redis 127.0.0.1:{upstream}
+"""
 WORKLOADS = {
     "50 clients": ["-c", "50"],
     "50 clients, -P 16": ["-c", "50", "-P", "16"],
@@ -122,7 +138,9 @@ def main() -> None:
     if shutil.which("redis-benchmark") is None:
         raise SystemExit("redis-benchmark is missing: run scripts/setup (apt redis-tools)")
     sizes = {"50 clients": args.requests, "50 clients, -P 16": args.requests * 10, "1 client": args.requests // 5}
-    paths = ("direct", "relay", "proxy")
+    paths: tuple[str, ...] = ("direct", "relay", "proxy")
+    if shutil.which("haproxy"):
+        paths += ("haproxy",)
     results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, start_redis() as redis:
@@ -134,10 +152,17 @@ def main() -> None:
         proxy = subprocess.Popen([str(CLOUDWARD), "network", "protect", "redis", "--listen", f"127.0.0.1:{proxy_port}",
                                   "--upstream", f"127.0.0.1:{redis.port}", "--no-store"], env=env,
                                  stderr=open(Path(tmp) / "proxy.log", "w"), start_new_session=True)  # noqa: SIM115
+        helpers = [relay, proxy]
+        ports = {"direct": redis.port, "relay": relay_port, "proxy": proxy_port}
+        if "haproxy" in paths:
+            ports["haproxy"] = free_port()
+            config = Path(tmp) / "haproxy.cfg"
+            config.write_text(HAPROXY_CONFIG.format(listen=ports["haproxy"], upstream=redis.port))
+            helpers.append(subprocess.Popen(["haproxy", "-db", "-f", str(config)], start_new_session=True,
+                                            stderr=subprocess.DEVNULL))
         try:
-            wait_port(relay_port)
-            wait_port(proxy_port)
-            ports = {"direct": redis.port, "relay": relay_port, "proxy": proxy_port}
+            for port in ports.values():
+                wait_port(port)
             for port in ports.values():  # warm-up
                 bench(port, ["-c", "50", "-P", "16"], 20_000)
             for round_ in range(args.rounds):
@@ -147,13 +172,13 @@ def main() -> None:
                             results.setdefault((name, command, path), []).append(figures)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         finally:
-            for process in (relay, proxy):
+            for process in helpers:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(30)
         proxy_log = (Path(tmp) / "proxy.log").read_text()
         version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     load = (load_before, os.getloadavg()[0])
-    body = report(results, args, sizes, version, proxy_log, load)
+    body = report(results, args, sizes, version, proxy_log, load, paths)
     write_section("network-redis-proxy", body)
     print(body)
 
@@ -163,7 +188,8 @@ def _median(values: list[dict[str, float]], key: str) -> float:
 
 
 def report(results: dict[tuple[str, str, str], list[dict[str, float]]], args: argparse.Namespace,
-           sizes: dict[str, int], version: str, proxy_log: str, load: tuple[float, float]) -> str:
+           sizes: dict[str, int], version: str, proxy_log: str, load: tuple[float, float],
+           paths: tuple[str, ...]) -> str:
     try:
         import uvloop  # noqa: F401
 
@@ -178,8 +204,9 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], args: ar
              f"1-minute load average {load[0]:.1f} before the run and {load[1]:.1f} after it"
              f"{BUSY if load[0] > 1.0 else ''}.\n",
              "| workload | command | direct req/s | relay req/s | proxy req/s | proxy / direct | proxy / relay | "
-             "p99 direct | p99 proxy | p99 added |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p99 direct | p99 proxy | p99 added |" + (" haproxy req/s | haproxy / direct | haproxy p99 added |"
+                                                      if "haproxy" in paths else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if "haproxy" in paths else "")]
     verdict = []
     for name in WORKLOADS:
         for command in ("SET", "GET"):
@@ -189,7 +216,13 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], args: ar
             lines.append(f"| {name} (-n {sizes[name]:,}) | {command} | {d_rps:,.0f} | {r_rps:,.0f} | {p_rps:,.0f} | "
                          f"**{p_rps / d_rps:.1%}** | {p_rps / r_rps:.1%} | {d_p99:.3f} ms | {p_p99:.3f} ms | "
                          f"**{p_p99 - d_p99:+.3f} ms** |")
-            verdict.append((name, command, p_rps / d_rps, p_p99 - d_p99, r_rps / d_rps))
+            haproxy_share = None
+            if "haproxy" in paths:
+                h = results[(name, command, "haproxy")]
+                h_rps = _median(h, "rps")
+                haproxy_share = h_rps / d_rps
+                lines[-1] += f" {h_rps:,.0f} | {haproxy_share:.1%} | {_median(h, 'p99') - d_p99:+.3f} ms |"
+            verdict.append((name, command, p_rps / d_rps, p_p99 - d_p99, r_rps / d_rps, haproxy_share))
     throughput = [f"{v[0]} {v[1]}" for v in verdict if v[2] >= 0.70]
     latency = [f"{v[0]} {v[1]}" for v in verdict if v[3] < 1.0]
     lines.append("")
@@ -199,7 +232,9 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], args: ar
                  "The bare relay, which only copies bytes, reaches "
                  + ", ".join(f"{v[4]:.0%}" for v in verdict)
                  + " of direct in the same rows: that is the cost of the extra hop itself on this machine, "
-                 "before any parsing or judging.")
+                 "before any parsing or judging."
+                 + ("" if "haproxy" not in paths else
+                    " haproxy, a relay written in C, reaches " + ", ".join(f"{v[5]:.0%}" for v in verdict) + "."))
     last = [line for line in proxy_log.splitlines() if line.startswith("redis proxy stopped")]
     if last:
         lines.append(f"\nProxy summary at the end: `{last[-1]}`.")
