@@ -14,7 +14,13 @@ and a single client (`-c 1`) for the latency one request adds when nothing else 
 CPU. Rounds alternate direct / relay / proxy so drift in the machine's load hits all three alike;
 the medians are reported.
 
-Usage: .venv/bin/python benchmarks/network/redis_proxy.py [--rounds 3] [--requests 100000]
+Two CPU layouts, both reported: *shared*, where all processes may run on any of the machine's CPUs, and
+*pinned*, where redis-benchmark has CPU 1 to itself and redis-server and the relay or proxy share CPU 0 —
+the deployment the proxy is made for (clients on other machines, the proxy beside the server) and
+the layout of the appsec throughput benchmark. On two cores, the shared layout makes the proxy
+compete with the load generator for CPU.
+
+Usage: .venv/bin/python benchmarks/network/redis_proxy.py [--rounds 3] [--requests 100000] [--layout both|shared|pinned]
 Peers: redis-benchmark (apt redis-tools, installed by scripts/setup); haproxy (benchmarks/network/setup).
 """
 # ruff: noqa: E402  (sys.path is fixed before the other imports)
@@ -118,9 +124,19 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing answers PING on 127.0.0.1:{port}")
 
 
-def bench(port: int, workload: list[str], requests: int) -> dict[str, dict[str, float]]:
+SERVER_CPUS, CLIENT_CPUS = "0", "1"
+
+
+def set_cpus(pids: list[int], cpus: str) -> None:
+    """Every thread of each process onto `cpus` (taskset -a: the proxy has a reporter thread, redis its bio threads)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
+
+
+def bench(port: int, workload: list[str], requests: int, cpus: str | None = None) -> dict[str, dict[str, float]]:
     """{"SET": {"rps": ..., "p50": ..., "p99": ...}, "GET": {...}} from redis-benchmark --csv."""
-    done = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests), "--csv",
+    pin = ["taskset", "-c", cpus] if cpus else []
+    done = subprocess.run([*pin, "redis-benchmark", "-p", str(port), "-t", "set,get", "-n", str(requests), "--csv",
                            *workload], capture_output=True, text=True, check=True, timeout=600)
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     if not rows or "p99_latency_ms" not in rows[0]:
@@ -134,14 +150,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=100_000, help="per test without pipelining "
                         "(10x that with -P 16, a fifth of it with one client)")
+    parser.add_argument("--layout", choices=("both", "shared", "pinned"), default="both")
     args = parser.parse_args()
+    layouts = ("shared", "pinned") if args.layout == "both" else (args.layout,)
+    if "pinned" in layouts and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("the pinned layout needs two CPUs")
+    all_cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     if shutil.which("redis-benchmark") is None:
         raise SystemExit("redis-benchmark is missing: run scripts/setup (apt redis-tools)")
     sizes = {"50 clients": args.requests, "50 clients, -P 16": args.requests * 10, "1 client": args.requests // 5}
     paths: tuple[str, ...] = ("direct", "relay", "proxy")
     if shutil.which("haproxy"):
         paths += ("haproxy",)
-    results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    results: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, start_redis() as redis:
         relay_port, proxy_port = free_port(), free_port()
@@ -165,11 +186,16 @@ def main() -> None:
                 wait_port(port)
             for port in ports.values():  # warm-up
                 bench(port, ["-c", "50", "-P", "16"], 20_000)
+            server_side = [redis.pid or 0] + [process.pid for process in helpers]
             for round_ in range(args.rounds):
-                for name, workload in WORKLOADS.items():
-                    for path in paths:
-                        for command, figures in bench(ports[path], workload, sizes[name]).items():
-                            results.setdefault((name, command, path), []).append(figures)
+                for layout in layouts:
+                    pinned = layout == "pinned"
+                    set_cpus(server_side, SERVER_CPUS if pinned else all_cpus)
+                    for name, workload in WORKLOADS.items():
+                        for path in paths:
+                            run = bench(ports[path], workload, sizes[name], CLIENT_CPUS if pinned else None)
+                            for command, figures in run.items():
+                                results.setdefault((layout, name, command, path), []).append(figures)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         finally:
             for process in helpers:
@@ -178,7 +204,7 @@ def main() -> None:
         proxy_log = (Path(tmp) / "proxy.log").read_text()
         version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     load = (load_before, os.getloadavg()[0])
-    body = report(results, args, sizes, version, proxy_log, load, paths)
+    body = report(results, args, sizes, version, proxy_log, load, paths, layouts)
     write_section("network-redis-proxy", body)
     print(body)
 
@@ -187,54 +213,59 @@ def _median(values: list[dict[str, float]], key: str) -> float:
     return statistics.median(v[key] for v in values)
 
 
-def report(results: dict[tuple[str, str, str], list[dict[str, float]]], args: argparse.Namespace,
+def report(results: dict[tuple[str, str, str, str], list[dict[str, float]]], args: argparse.Namespace,
            sizes: dict[str, int], version: str, proxy_log: str, load: tuple[float, float],
-           paths: tuple[str, ...]) -> str:
+           paths: tuple[str, ...], layouts: tuple[str, ...]) -> str:
     try:
         import uvloop  # noqa: F401
 
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
+    haproxy = "haproxy" in paths
     lines = [f"## Network security: Redis proxy overhead\n\n"
              f"{today()} · {machine()} · redis-server {version} (no persistence) · redis-benchmark `-t set,get` "
              f"(3-byte values), medians of {args.rounds} alternating rounds · `cloudward network protect redis` "
              f"with the built-in policy, event loop {loop} · `benchmarks/network/redis_proxy.py`. "
-             "All three processes (redis-server, the proxy, redis-benchmark) share the machine's CPUs; "
+             "Layouts: *shared* lets redis-server, the relay or proxy and redis-benchmark run on any CPU; "
+             f"*pinned* gives redis-benchmark CPU {CLIENT_CPUS} to itself and puts redis-server and the relay or "
+             f"proxy together on CPU {SERVER_CPUS} (clients elsewhere, the proxy beside its server). "
              f"1-minute load average {load[0]:.1f} before the run and {load[1]:.1f} after it"
-             f"{BUSY if load[0] > 1.0 else ''}.\n",
-             "| workload | command | direct req/s | relay req/s | proxy req/s | proxy / direct | proxy / relay | "
-             "p99 direct | p99 proxy | p99 added |" + (" haproxy req/s | haproxy / direct | haproxy p99 added |"
-                                                      if "haproxy" in paths else ""),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if "haproxy" in paths else "")]
-    verdict = []
-    for name in WORKLOADS:
-        for command in ("SET", "GET"):
-            direct, relay, proxy = (results[(name, command, p)] for p in ("direct", "relay", "proxy"))
-            d_rps, r_rps, p_rps = (_median(x, "rps") for x in (direct, relay, proxy))
-            d_p99, p_p99 = _median(direct, "p99"), _median(proxy, "p99")
-            lines.append(f"| {name} (-n {sizes[name]:,}) | {command} | {d_rps:,.0f} | {r_rps:,.0f} | {p_rps:,.0f} | "
-                         f"**{p_rps / d_rps:.1%}** | {p_rps / r_rps:.1%} | {d_p99:.3f} ms | {p_p99:.3f} ms | "
-                         f"**{p_p99 - d_p99:+.3f} ms** |")
-            haproxy_share = None
-            if "haproxy" in paths:
-                h = results[(name, command, "haproxy")]
-                h_rps = _median(h, "rps")
-                haproxy_share = h_rps / d_rps
-                lines[-1] += f" {h_rps:,.0f} | {haproxy_share:.1%} | {_median(h, 'p99') - d_p99:+.3f} ms |"
-            verdict.append((name, command, p_rps / d_rps, p_p99 - d_p99, r_rps / d_rps, haproxy_share))
-    throughput = [f"{v[0]} {v[1]}" for v in verdict if v[2] >= 0.70]
-    latency = [f"{v[0]} {v[1]}" for v in verdict if v[3] < 1.0]
-    lines.append("")
-    lines.append(f"Goals: at least 70% of direct throughput, met in {len(throughput)} of {len(verdict)} rows"
-                 f"{' (' + ', '.join(throughput) + ')' if throughput else ''}; under 1 ms added p99, met in "
-                 f"{len(latency)} of {len(verdict)} rows{' (' + ', '.join(latency) + ')' if latency else ''}. "
-                 "The bare relay, which only copies bytes, reaches "
-                 + ", ".join(f"{v[4]:.0%}" for v in verdict)
-                 + " of direct in the same rows: that is the cost of the extra hop itself on this machine, "
-                 "before any parsing or judging."
-                 + ("" if "haproxy" not in paths else
-                    " haproxy, a relay written in C, reaches " + ", ".join(f"{v[5]:.0%}" for v in verdict) + "."))
+             f"{BUSY if load[0] > 1.0 else ''}.\n"]
+    for layout in layouts:
+        lines += [f"\n**{layout}**\n",
+                  "| workload | command | direct req/s | relay req/s | proxy req/s | proxy / direct | proxy / relay | "
+                  "p99 direct | p99 proxy | p99 added |" + (" haproxy req/s | haproxy / direct | haproxy p99 added |"
+                                                           if haproxy else ""),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if haproxy else "")]
+        verdict = []
+        for name in WORKLOADS:
+            for command in ("SET", "GET"):
+                direct, relay, proxy = (results[(layout, name, command, p)] for p in ("direct", "relay", "proxy"))
+                d_rps, r_rps, p_rps = (_median(x, "rps") for x in (direct, relay, proxy))
+                d_p99, p_p99 = _median(direct, "p99"), _median(proxy, "p99")
+                row = (f"| {name} (-n {sizes[name]:,}) | {command} | {d_rps:,.0f} | {r_rps:,.0f} | {p_rps:,.0f} | "
+                       f"**{p_rps / d_rps:.1%}** | {p_rps / r_rps:.1%} | {d_p99:.3f} ms | {p_p99:.3f} ms | "
+                       f"**{p_p99 - d_p99:+.3f} ms** |")
+                haproxy_share = 0.0
+                if haproxy:
+                    h = results[(layout, name, command, "haproxy")]
+                    h_rps = _median(h, "rps")
+                    haproxy_share = h_rps / d_rps
+                    row += f" {h_rps:,.0f} | {haproxy_share:.1%} | {_median(h, 'p99') - d_p99:+.3f} ms |"
+                lines.append(row)
+                verdict.append((f"{name} {command}", p_rps / d_rps, p_p99 - d_p99, r_rps / d_rps, haproxy_share))
+        throughput = [v[0] for v in verdict if v[1] >= 0.70]
+        latency = [v[0] for v in verdict if v[2] < 1.0]
+        lines.append("")
+        lines.append(f"Goals ({layout}): at least 70% of direct throughput, met in {len(throughput)} of {len(verdict)} "
+                     f"rows{' (' + ', '.join(throughput) + ')' if throughput else ''}; under 1 ms added p99, met in "
+                     f"{len(latency)} of {len(verdict)} rows{' (' + ', '.join(latency) + ')' if latency else ''}. "
+                     "The bare relay, which only copies bytes, reaches "
+                     + ", ".join(f"{v[3]:.0%}" for v in verdict)
+                     + " of direct in the same rows: the cost of the extra hop itself, before any parsing or judging"
+                     + ("." if not haproxy else
+                        "; haproxy, a relay written in C, " + ", ".join(f"{v[4]:.0%}" for v in verdict) + "."))
     last = [line for line in proxy_log.splitlines() if line.startswith("redis proxy stopped")]
     if last:
         lines.append(f"\nProxy summary at the end: `{last[-1]}`.")
