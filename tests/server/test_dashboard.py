@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import html
 import itertools
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,7 @@ from cloudward.server.dashboard.criteria import Criteria
 from cloudward.server.dashboard.forms import safe_next
 from tests.server._dashboard import PASSWORD, logged_in, make_user, shown_fingerprints
 from tests.server._support import ROLES, ApiServer, store_at
-from tests.store._support import fresh_database, scan
+from tests.store._support import scan
 
 _NETS = itertools.count(1)
 HOSTILE = '<script>alert("pwned")</script>'
@@ -281,6 +279,33 @@ def test_cursor_pages_cover_every_finding_once_in_order(api: ApiServer, seeded: 
     assert [order[s] for s in seen] == sorted(order[s] for s in seen)
 
 
+@pytest.mark.parametrize("sort, order", [("rule_id", "asc"), ("severity", "desc")])
+def test_previous_page_links_walk_back_through_the_same_pages(api: ApiServer, seeded: dict[str, Any], sort: str,
+                                                              order: str) -> None:
+    with api.client("read-only") as client:
+        forward: list[list[str]] = []
+        url = f"/findings?target={seeded['net']}.&sort={sort}&order={order}&limit=25"
+        while True:
+            page = _page(client, url).text
+            forward.append(shown_fingerprints(page))
+            assert ('rel="prev"' in page) is (len(forward) > 1)  # the first page has nothing before it
+            nxt = [html.unescape(h) for h in _links(page, 'rel="next" href="')]
+            if not nxt:
+                break
+            url = nxt[0]
+        assert len(forward) == 2  # 39 open findings, 25 a page
+        backward = [forward[-1]]
+        while True:
+            prev = [html.unescape(h) for h in _links(page, 'rel="prev" href="')]
+            if not prev:
+                break
+            assert "dir=prev" in prev[0]
+            page = _page(client, prev[0]).text
+            backward.append(shown_fingerprints(page))
+            assert 'rel="next"' in page  # and forward again from there
+    assert backward[::-1] == forward
+
+
 def _links(text: str, marker: str) -> list[str]:
     out = []
     for part in text.split(marker)[1:]:
@@ -336,28 +361,6 @@ def test_schedules_are_added_paused_and_removed_through_forms(sqlite_api: ApiSer
 
 
 # --- aggregates on fresh stores -------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A ServerDB on an empty store whose clock stands at 2026-03-31 12:00 UTC."""
-    from cloudward.server.db import ServerDB
-
-    now = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
-    if request.param == "sqlite":
-        db = ServerDB.open(f"sqlite:///{tmp_path}/c.db", lambda: now)
-        try:
-            yield db
-        finally:
-            db.close()
-        return
-    postgres = request.getfixturevalue("postgres_trust")
-    with fresh_database(postgres.dsn, postgres.sqlalchemy_url) as url:
-        db = ServerDB.open(url, lambda: now)
-        try:
-            yield db
-        finally:
-            db.close()
 
 
 def test_overview_aggregates_count_open_unsuppressed_findings(fresh_db: Any) -> None:
@@ -479,7 +482,7 @@ def test_chart_geometry() -> None:
 
 
 _PARAM_NAMES = st.sampled_from(["severity", "category", "target", "rule", "attack", "status", "suppressed", "link",
-                                "stage", "scan", "sort", "order", "limit", "cursor", "other"])
+                                "stage", "scan", "sort", "order", "limit", "cursor", "dir", "other"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -491,6 +494,7 @@ def test_filter_parser_never_raises_and_keeps_only_valid_values(params: dict[str
     assert criteria.link is None or 0 <= criteria.link < len(chain.links())
     assert len(criteria.target) <= 200 and len(criteria.scan) <= 64 and len(criteria.cursor) <= 2048
     assert all(s.value in criteria.severity for s in flt.severity)
+    assert not criteria.backwards or (criteria.cursor and str(params.get("dir")).strip() == "prev")  # needs a cursor
     criteria.chain_clauses("sqlite")
 
 

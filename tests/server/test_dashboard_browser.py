@@ -2,10 +2,13 @@
 binary; `playwright install` is never run) against a real `cloudward server` on SQLite holding the
 findings of a real `cloudward exposure scan` of a harness redis-server, run as a job through the
 API. A person's path: log in through the form, see the scan's findings on the overview and in the
-table, filter, open a finding, suppress it, and see it leave the open list.
+table, filter, open a finding, suppress it, and see it leave the open list; then start a scan
+from the jobs page and watch it go from running to finished there and on the overview without
+reloading (the pages' live refresh).
 
-The overview's screenshot is kept as a test artifact: `dashboard-overview.png` in
-`$CLOUDWARD_TEST_ARTIFACTS`, or `test-artifacts/` at the top of the repository (git-ignored).
+Screenshots of the overview and the jobs page are kept as test artifacts (`dashboard-overview.png`,
+`dashboard-jobs.png`) in `$CLOUDWARD_TEST_ARTIFACTS`, or `test-artifacts/` at the top of the
+repository (git-ignored).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +145,87 @@ def test_log_in_filter_open_and_suppress_a_real_finding(scanned: dict[str, Any],
         assert page.locator(f'tr[data-fingerprint="{fingerprint}"]').count() == 1
         page.goto("/")
         assert page.locator(".kpi", has_text="Suppressed").locator(".kpi-value").inner_text() == "1"
+        assert problems == []
+    finally:
+        context.close()
+
+
+@contextmanager
+def held_port() -> Iterator[tuple[int, threading.Event]]:
+    """A loopback port that accepts connections and holds them, silent, until the event is set;
+    then it closes them all and closes every later one at once. A scan of it stays running for as
+    long as the test needs to look at it, then ends by itself: the test never guesses a duration."""
+    release, stop = threading.Event(), threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                conn = None
+            if conn is not None:
+                held.append(conn)
+            if release.is_set():
+                while held:
+                    held.pop().close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], release
+    finally:
+        release.set()
+        stop.set()
+        thread.join(timeout=10)
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_scan_started_on_the_jobs_page_is_seen_running_then_finished(scanned: dict[str, Any],
+                                                                        browser: Any) -> None:
+    base = scanned["server"].base
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, base_url=base)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    try:
+        page.goto("/login?next=/jobs")
+        page.get_by_label("Name", exact=True).fill(scanned["user"])
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/jobs")
+        with held_port() as (port, release):
+            command = f"exposure scan 127.0.0.1 -p {port} --timeout 60"
+            page.get_by_label("Command").fill(command)
+            page.get_by_role("button", name="Start").click()
+            page.wait_for_url(re.compile(r"/jobs\?notice=started$"))
+            row = f'tr[data-job]:has(td:text("{command}"))'
+            page.wait_for_selector(f'{row}[data-status="running"]', timeout=60_000)  # queued -> running, live
+            assert page.locator(row).locator("button", has_text="Cancel").is_visible()
+
+            overview = context.new_page()  # the overview says a job runs, and follows it too
+            overview.goto("/")
+            assert "queued or running" in overview.locator("#overview-live .live-note").inner_text()
+
+            navigations: list[str] = []
+            for tab in (page, overview):
+                tab.on("framenavigated", lambda frame: navigations.append(frame.url)
+                       if frame.parent_frame is None else None)
+            release.set()  # the scan's connections close: it finishes on its own
+            page.wait_for_selector(f'{row}[data-status="succeeded"]', timeout=120_000)
+            overview.wait_for_selector("#overview-live[data-live-active='0']", timeout=60_000)
+        assert navigations == []  # nothing was reloaded: the pages' script fetched what changed
+        finished = page.locator(row)
+        assert finished.locator("button", has_text="Cancel").count() == 0
+        scan_link = finished.locator("a", has_text="diff")
+        assert scan_link.get_attribute("href", timeout=5_000).startswith("/scans/diff?after=")
+        assert overview.locator("#overview-live .live-note").count() == 0
+        page.screenshot(path=str(artifact_dir() / "dashboard-jobs.png"), full_page=True)
         assert problems == []
     finally:
         context.close()

@@ -32,7 +32,7 @@ def test_empty_database_is_migrated_to_head(store_url: str) -> None:
     try:
         assert current_revision(engine) is None
         migrate(engine)
-        assert current_revision(engine) == head_revision() == "0003"
+        assert current_revision(engine) == head_revision() == "0004"
         assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()

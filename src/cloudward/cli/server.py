@@ -93,6 +93,8 @@ def server(
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UsageError("--tls-cert and --tls-key go together")
+    if ssl_certfile is not None and ssl_keyfile is not None:
+        _check_tls(ssl_certfile, ssl_keyfile)  # before the store is opened: a typo fails fast and says which file
     server_config = ServerConfig.from_settings(settings(config), host=host, port=port, job_slots=jobs,
                                                scheduler=not no_scheduler, cookie_secure=ssl_certfile is not None)
     _choose_runner(server_config, runner, broker)
@@ -171,6 +173,45 @@ def _choose_runner(config: object, runner: str | None, broker: str | None) -> No
         config.runner = runner.strip().lower()
     if broker is not None:
         config.broker_url = broker.strip()
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the pair the way uvicorn will, so a missing, unreadable or mismatched file is one clear
+    error naming it instead of a traceback from inside the server's start."""
+    import ssl
+
+    from cloudward.core.errors import UsageError
+
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise UsageError(f"{option} {path}: cannot read it ({exc.strerror or exc})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails here, not at a prompt
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(_tls_problem(cert, key, exc)) from None
+
+
+def _head(path: Path, size: int = 1 << 20) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(size)
+
+
+def _tls_problem(cert: Path, key: Path, exc: BaseException) -> str:
+    """Which of the two files is wrong, in words (OpenSSL's own reason is often 'PEM lib')."""
+    head, key_head = _head(cert), _head(key)
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        return f"--tls-cert {cert}: not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if b"PRIVATE KEY-----" not in key_head:
+        return f"--tls-key {key}: not a PEM private key"
+    if b"ENCRYPTED" in key_head:
+        return f"--tls-key {key}: the private key is encrypted; the server needs it unencrypted (mode 0600)"
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return f"--tls-key {key} does not go with --tls-cert {cert} ({reason})"
+
 
 def _loopback(host: str) -> bool:
     if host == "localhost":

@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -95,6 +96,13 @@ class ScanRow(Base):
     )
 
 
+OPEN_WHERE = "status = 'open'"
+# Target names are unbounded text: only short ones go into a btree (PostgreSQL's ~2.7 kB entry limit).
+TARGET_INDEX_CHARS = 400
+SHORT_TARGET_WHERE = f"status = 'open' AND length(target_name) <= {TARGET_INDEX_CHARS}"
+LONG_TARGET_WHERE = f"status = 'open' AND length(target_name) > {TARGET_INDEX_CHARS}"
+
+
 class FindingRow(Base):
     """The current state of one problem on one thing, keyed by the Finding's fingerprint."""
 
@@ -137,6 +145,17 @@ class FindingRow(Base):
         Index("ix_findings_status_category_severity_rank", "status", "category", "severity_rank", "last_seen",
               "fingerprint"),
         Index("ix_findings_status_last_seen", "status", "last_seen", "fingerprint"),
+        # The overview's aggregates and the jobs page (migration 0004 says why each exists).
+        Index("ix_findings_open_rule", "rule_id", "severity_rank", "category", "fingerprint",
+              postgresql_where=text(OPEN_WHERE), sqlite_where=text(OPEN_WHERE)),
+        Index("ix_findings_open_target", "target_kind", "target_name", "severity_rank", "rule_id", "fingerprint",
+              postgresql_where=text(SHORT_TARGET_WHERE), sqlite_where=text(SHORT_TARGET_WHERE)),
+        Index("ix_findings_open_long_target", "target_kind",
+              postgresql_where=text(LONG_TARGET_WHERE), sqlite_where=text(LONG_TARGET_WHERE)),
+        Index("ix_findings_first_seen", "first_seen", "rule_id", "fingerprint"),
+        Index("ix_findings_fixed_at", "fixed_at", "rule_id", "fingerprint"),
+        Index("ix_findings_first_scan_id", "first_scan_id"),
+        Index("ix_findings_fixed_scan_id", "fixed_scan_id"),
     )
 
 
@@ -326,3 +345,16 @@ class WebhookRow(Base):
     last_status: Mapped[str] = mapped_column(String(200), default="")
 
     __table_args__ = (CheckConstraint("kind IN ('generic', 'slack')", name="kind"),)
+
+
+class LoginFailureRow(Base):
+    """One failed dashboard login, keyed by a hash of (address, name): shared by every server
+    process on the store, so the limit holds across `--jobs N`, restarts and several servers."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "at"),)

@@ -19,10 +19,11 @@ def routers() -> list[APIRouter]:
     """The dashboard's routers (imported on call: jinja2 is loaded only by a server)."""
     from cloudward.server.dashboard.assets import router as assets
     from cloudward.server.dashboard.findings_pages import router as findings
+    from cloudward.server.dashboard.jobs_pages import router as jobs
     from cloudward.server.dashboard.overview import router as overview
     from cloudward.server.dashboard.rules_pages import router as rules
     from cloudward.server.dashboard.scans_pages import router as scans
     from cloudward.server.dashboard.schedules_pages import router as schedules
     from cloudward.server.dashboard.session_pages import router as session
 
-    return [assets, session, overview, findings, scans, rules, schedules]
+    return [assets, session, overview, findings, scans, jobs, rules, schedules]

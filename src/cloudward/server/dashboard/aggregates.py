@@ -2,9 +2,10 @@
 store does not change.
 
 Open findings are counted the way the API lists them by default: open and not suppressed (the
-API's own filter clauses, so a count here and the list it links to always agree). A GROUP BY over
-all findings is a scan of the table whatever the indexes; the overview needs three (by rule,
-severity and category; by day; by target), run at once on PostgreSQL. Their result is cached per
+API's own filter clauses, so a count here and the list it links to always agree). The overview
+needs three groupings (by rule, severity and category; by day; by target), run at once on
+PostgreSQL; each reads a narrow index made for it (migration 0004: partial indexes on the open
+findings, the trend's timestamps with rule id and fingerprint), not the findings table. Their result is cached per
 store and reused while no scan is recorded and no suppression changes (`_Cache`), which also gives
 the findings table its totals for the filters the aggregates answer (`counted_total`).
 """
@@ -21,14 +22,14 @@ from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Date, case, cast, false, func, not_, or_, select, text
+from sqlalchemy import Date, cast, false, func, not_, select, text
 from sqlalchemy.orm import Session
 
 from cloudward.core.severity import Severity
 from cloudward.server import findings as api_queries
 from cloudward.server.db import ServerDB
 from cloudward.server.findings import FindingFilter
-from cloudward.store.models import OPEN, FindingRow, ScanRow, SuppressionRow
+from cloudward.store.models import OPEN, TARGET_INDEX_CHARS, FindingRow, ScanRow, SuppressionRow
 
 TREND_DAYS = 30
 
@@ -87,26 +88,27 @@ def _open_by_rule(session: Session, now: datetime, out: Overview) -> None:
 
 
 def _trend(session: Session, now: datetime, out: Overview) -> None:
-    """One pass over the findings first seen or fixed in the last TREND_DAYS days (suppressed ones
-    left out, open or fixed alike), counted per day of each."""
+    """Findings first seen, and findings fixed, per day of the last TREND_DAYS days (suppressed
+    ones left out, open or fixed alike): two range reads of the indexes on first_seen and
+    fixed_at, which carry the rule id and fingerprint the suppressions test."""
     since = now - timedelta(days=TREND_DAYS)
     active = api_queries.active_suppressions(session, now)
     unsuppressed = api_queries.filter_clauses(session, FindingFilter(status="all"), active, now)
-    new_day = case((FindingRow.first_seen >= since, _day_of(session, FindingRow.first_seen)), else_=None)
-    fixed_day = case((FindingRow.fixed_at >= since, _day_of(session, FindingRow.fixed_at)), else_=None)
-    rows = session.execute(
-        select(new_day, fixed_day, func.count())
-        .where(or_(FindingRow.first_seen >= since, FindingRow.fixed_at >= since), *unsuppressed)
-        .group_by(new_day, fixed_day))
-    for first, fixed, count in rows:
-        for value, by_day in ((first, out.new_by_day), (fixed, out.fixed_by_day)):
+    for column, by_day in ((FindingRow.first_seen, out.new_by_day), (FindingRow.fixed_at, out.fixed_by_day)):
+        day = _day_of(session, column)
+        for value, count in session.execute(select(day, func.count()).where(column >= since, *unsuppressed)
+                                            .group_by(day)):
             key = _day(value)
             if key is not None:
                 by_day[key] = by_day.get(key, 0) + int(count)
 
 
 def _targets(session: Session, now: datetime, out: Overview) -> None:
-    """The eight targets with the worst open findings, then the most; with counts per severity."""
+    """The eight targets with the worst open findings, then the most; with counts per severity.
+
+    Names of up to TARGET_INDEX_CHARS characters are grouped from their partial index (an
+    index-only read in PostgreSQL); longer ones, never in that index, are grouped apart (the
+    two sets of groups cannot overlap) and the two top-eights merged."""
     if session.get_bind().dialect.name == "postgresql":
         # one group per target: enough memory that a store with many targets hashes them in RAM
         session.execute(text("SET LOCAL work_mem = '32MB'"))
@@ -115,20 +117,23 @@ def _targets(session: Session, now: datetime, out: Overview) -> None:
     ranks = list(Severity)
     per = [func.count().filter(FindingRow.severity_rank == s.rank) for s in ranks]
     worst, total = func.max(FindingRow.severity_rank), func.count()
-    rows = session.execute(
-        select(FindingRow.target_kind, FindingRow.target_name, total, worst, *per).where(*clauses)
-        .group_by(FindingRow.target_kind, FindingRow.target_name)
-        .order_by(worst.desc(), total.desc(), FindingRow.target_kind, FindingRow.target_name).limit(8))
+    length = func.length(FindingRow.target_name)
+    found: list[Any] = []
+    for size in (length <= TARGET_INDEX_CHARS, length > TARGET_INDEX_CHARS):
+        found += session.execute(
+            select(FindingRow.target_kind, FindingRow.target_name, total, worst, *per).where(*clauses, size)
+            .group_by(FindingRow.target_kind, FindingRow.target_name)
+            .order_by(worst.desc(), total.desc(), FindingRow.target_kind, FindingRow.target_name).limit(8)).all()
+    found.sort(key=lambda row: (-int(row[3]), -int(row[2]), row[0], row[1]))
     out.targets = [{"kind": kind, "name": name, "total": int(count), "worst": ranks[int(top)].value,
                     "by_severity": {s.value: int(n or 0) for s, n in zip(ranks, counts, strict=True)}}
-                   for kind, name, count, top, *counts in rows]
+                   for kind, name, count, top, *counts in found[:8]]
 
 
 def overview(db: ServerDB, now: datetime) -> Overview:
     """The overview's numbers: from the cache while the store has not changed (see `_Cache`),
-    else computed in three passes over the findings table. On PostgreSQL the passes run at once
-    on their own connections (each is a scan of the table); SQLite runs them one after the
-    other."""
+    else computed in three passes over their indexes. On PostgreSQL the passes run at once on
+    their own connections; SQLite runs them one after the other."""
     return _CACHE.get(db, now)
 
 

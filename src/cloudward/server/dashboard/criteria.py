@@ -61,6 +61,7 @@ class Criteria:
     order: str = "desc"
     limit: int = 50
     cursor: str = ""
+    backwards: bool = False  # the page before `cursor` (the pager's "previous page")
     errors: list[str] = field(default_factory=list)
 
     @classmethod
@@ -114,6 +115,7 @@ class Criteria:
                 out.errors.append(f"limit: choose one of {', '.join(map(str, LIMITS))}")
         cursor = params.get("cursor")
         out.cursor = cursor if len(cursor) <= MAX_CURSOR else ""
+        out.backwards = bool(out.cursor) and params.get("dir") == "prev"
         return out
 
     def _choice(self, params: Params, name: str, choices: tuple[str, ...], default: str) -> str:

@@ -35,19 +35,22 @@ def findings_list(request: Request, principal: Principal = Depends(READ_ONLY)) -
     criteria = Criteria.parse(request.query_params)
     db = context(request).db
     rows: list[Any] = []
-    total, next_cursor = 0, None
+    total, next_cursor, prev_cursor = 0, None, None
     flt = criteria.finding_filter()
     known = aggregates.counted_total(db, flt, criteria.chain_globs())
     with db.read() as session:
         try:
             result = queries.findings_page(session, flt, criteria.chain_clauses(db.dialect), db.clock(),
                                            sort=criteria.sort, order=criteria.order, limit=criteria.limit,
-                                           cursor=criteria.cursor or None, total=known)
+                                           cursor=criteria.cursor or None, total=known,
+                                           backwards=criteria.backwards)
             rows, total, next_cursor = result.page.rows, result.total, result.page.next_cursor
+            prev_cursor = result.prev_cursor
         except UsageError as exc:
             criteria.errors.append(str(exc))
     return render(request, "findings.html", status=400 if criteria.errors else 200, principal=principal,
                   section="findings", c=criteria, rows=rows, total=total, next_cursor=next_cursor,
+                  prev_cursor=prev_cursor,
                   links=chain.links(), stages=chain.stage_names(), stage_slug=chain.slug,
                   categories=CATEGORY_VALUES, limits=LIMITS)
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 from cloudward.core.severity import Severity
 from cloudward.server.accounts import Principal
 from cloudward.server.auth import READ_ONLY, context
-from cloudward.server.dashboard import aggregates, charts
+from cloudward.server.dashboard import activity, aggregates, charts
 from cloudward.server.dashboard.chain import fold
 from cloudward.server.dashboard.render import SEVERITIES, render
 from cloudward.server.dashboard.routing import new_router
@@ -31,6 +31,8 @@ def build(request: Request) -> dict[str, Any]:
     now = db.clock()
     data = aggregates.overview(db, now)
     scans = db.store.list_scans(limit=RECENT_SCANS)
+    with db.read() as session:
+        live = activity.live_state(session)
     chain = fold(data.rule_counts)
     by_severity = {s: 0 for s in SEVERITIES}
     per_rule: dict[str, dict[str, int]] = {}
@@ -57,7 +59,7 @@ def build(request: Request) -> dict[str, Any]:
         "scans": scans[:8],
         "scan_columns": charts.columns([(s.id[:8], s.finding_count, f"/findings?scan={s.id}&status=all",
                                          "scan-" + s.status.value) for s in recent]),
-        "stack": charts.stack,
+        "stack": charts.stack, "live": live,
     }
 
 

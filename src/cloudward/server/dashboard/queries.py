@@ -24,30 +24,45 @@ from cloudward.store.models import AuditRow, FindingRow, JobRow, ScanRow, Suppre
 class FindingsPage:
     page: Page
     total: int
+    prev_cursor: str | None = None  # the page before this one (its rows end just before this page's first)
 
 
 def findings_page(session: Session, flt: FindingFilter, extra: Sequence[ColumnElement[bool]], now: datetime, *,
-                  sort: str, order: str, limit: int, cursor: str | None, total: int | None = None) -> FindingsPage:
+                  sort: str, order: str, limit: int, cursor: str | None, total: int | None = None,
+                  backwards: bool = False) -> FindingsPage:
     """The API's keyset page (same sorts, same cursors) plus the dashboard's own clauses (the
-    chain filter), and the number of findings the filter matches (counted unless given)."""
+    chain filter), and the number of findings the filter matches (counted unless given).
+
+    With `backwards`, the page is the `limit` rows just before the cursor: the same index read in
+    the other direction, then reversed, so "previous page" costs what "next page" does and no
+    stack of earlier cursors has to ride along in the URL."""
     active = api_queries.active_suppressions(session, now)
     clauses = [*api_queries.filter_clauses(session, flt, active, now), *extra]
     if total is None:
         total = int(session.scalar(select(func.count()).select_from(FindingRow).where(*clauses)) or 0)
     columns = api_queries._sort_columns(sort)  # the cursor's key: the same columns as the API's pages
+    backwards = backwards and bool(cursor)
+    descending = (order == "desc") != backwards
     keyed = list(clauses)
     if cursor:
         values = api_queries.decode_cursor(cursor, sort, order)
         key, bound = tuple_(*columns), tuple_(*[literal(v, c.type) for v, c in zip(values, columns, strict=True)])
-        keyed.append(key < bound if order == "desc" else key > bound)
-    ordering = [c.desc() if order == "desc" else c.asc() for c in columns]
+        keyed.append(key < bound if descending else key > bound)
+    ordering = [c.desc() if descending else c.asc() for c in columns]
     rows = list(session.scalars(select(FindingRow).where(*keyed).order_by(*ordering).limit(limit + 1)))
+    more = len(rows) > limit
+    shown = rows[:limit]
+    if backwards:
+        shown.reverse()
     page = Page()
-    for row in rows[:limit]:
+    for row in shown:
         page.rows.append((row, api_queries.match_suppression(row, active)))
-    if len(rows) > limit:
-        page.next_cursor = api_queries.encode_cursor(sort, order, rows[limit - 1])
-    return FindingsPage(page, total)
+    result = FindingsPage(page, total)
+    if shown and (more if backwards else bool(cursor)):
+        result.prev_cursor = api_queries.encode_cursor(sort, order, shown[0])
+    if shown and (bool(cursor) if backwards else more):
+        page.next_cursor = api_queries.encode_cursor(sort, order, shown[-1])
+    return result
 
 
 def resolve(session: Session, ref: str) -> FindingRow | None:

@@ -34,7 +34,7 @@ MAX_SHOWN_CHARS = 20_000
 SEVERITIES = [s.value for s in reversed(list(Severity))]  # critical first
 _ATTACK = re.compile(r"^T(\d{4})(?:\.(\d{3}))?$")
 NAV = [("overview", "/", "Overview"), ("findings", "/findings", "Findings"), ("scans", "/scans", "Scans"),
-       ("rules", "/rules", "Rules"), ("schedules", "/schedules", "Schedules")]
+       ("jobs", "/jobs", "Jobs"), ("rules", "/rules", "Rules"), ("schedules", "/schedules", "Schedules")]
 
 
 def severity_class(value: object) -> str:

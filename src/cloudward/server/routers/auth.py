@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 from urllib.parse import parse_qs
 
@@ -56,15 +55,15 @@ async def login(request: Request) -> Response:
     session cookie and returns the CSRF token to send with state-changing requests."""
     ctx = context(request)
     form = await _login_form(request)
-    key = (remote(request), form.name.lower())
-    if ctx.limiter.blocked(key, time.monotonic()):
+    address = remote(request)
+    if await run_in_threadpool(ctx.limiter.blocked, address, form.name):
         raise HTTPException(status_code=429, detail="too many failed logins: try again later")
-    result = await run_in_threadpool(accounts.login, ctx.db, Actor(form.name, remote(request)),
+    result = await run_in_threadpool(accounts.login, ctx.db, Actor(form.name, address),
                                      ctx.config.secret_key, form.name, form.password, ctx.config.session_hours)
     if result is None:
-        ctx.limiter.failed(key, time.monotonic())
+        await run_in_threadpool(ctx.limiter.failed, address, form.name)
         raise HTTPException(status_code=401, detail="wrong name or password")
-    ctx.limiter.succeeded(key)
+    await run_in_threadpool(ctx.limiter.succeeded, address, form.name)
     principal, cookie = result
     csrf = security.csrf_token(ctx.config.secret_key, principal.credential_id)
     expires = ctx.db.clock() + timedelta(hours=ctx.config.session_hours)
