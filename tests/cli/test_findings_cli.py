@@ -231,7 +231,7 @@ def test_postgres_through_cloudward_db_url(env: dict[str, str], postgres_trust: 
 
 
 def test_the_command_modules_do_not_import_sqlalchemy() -> None:
-    code = ("import sys; import cloudward.cli.app; "
+    code = ("import sys; import cloudward.cli.app; cloudward.cli.app.build_app(); "
             "bad = [m for m in ('sqlalchemy', 'alembic', 'cloudward.store.repository') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloudward.container import ImageError, open_image, squash
+from cloudward.container import ImageError, open_image
 from cloudward.container.image import Image
 from cloudward.container.sources import list_repositories, list_tags, open_oci, open_registry
+from cloudward.container.squash import squash
 from tests.harness.images import FAKE_SECRET, Layout, push, to_docker_archive, to_oci_archive
 from tests.harness.services import Service
 

@@ -6,8 +6,8 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from cloudward.container import ImageFS, Limits, open_image, squash
-from cloudward.container.squash import Condenser
+from cloudward.container import ImageFS, Limits, open_image
+from cloudward.container.squash import Condenser, squash
 from tests.harness.images import FAKE_SECRET, OS_RELEASE, Layout, gz, make_tar, write_docker_archive
 
 

@@ -1,86 +1,108 @@
 """Command groups are registered here; each lives in its own module and imports its capability
-lazily inside the command body."""
+lazily inside the command body.
+
+Why a table instead of imports: building every group's click command costs more than most
+commands' own work (typer inspects each function's signature and builds its parameters), so `run()`
+builds only the group the command line names; `--help`, a typo or anything unrecognised gets the
+whole tree, as does `app` (tests and `typer.testing` use it).
+"""
 
 from __future__ import annotations
 
-import typer
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any
 
-from cloudward.cli import (
-    admission,
-    appsec,
-    audit,
-    conformity,
-    db,
-    exposure,
-    findings,
-    host,
-    iac,
-    image,
-    network,
-    registry,
-    rules,
-    schedule,
-    secrets,
-    server,
-    storage,
-    users,
-    worker,
-)
+if TYPE_CHECKING:
+    import typer
 
-app = typer.Typer(
-    name="cloudward",
-    help="Find and close the cloud gaps that crews such as TeamTNT exploit.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# name on the command line -> (module under cloudward.cli, attribute, a group or a single command),
+# in the order `cloudward --help` lists them
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "admission": ("admission", "app", True),
+    "appsec": ("appsec", "app", True),
+    "conformity": ("conformity", "app", True),
+    "db": ("db", "app", True),
+    "exposure": ("exposure", "app", True),
+    "findings": ("findings", "app", True),
+    "host": ("host", "app", True),
+    "iac": ("iac", "app", True),
+    "image": ("image", "app", True),
+    "network": ("network", "app", True),
+    "registry": ("registry", "app", True),
+    "rules": ("rules", "app", True),
+    "storage": ("storage", "app", True),
+    "secrets": ("secrets", "app", True),
+    "audit": ("audit", "audit", False),
+    # the API server and its accounts and schedules
+    "server": ("server", "server", False),
+    "scheduler": ("server", "scheduler", False),
+    "user": ("users", "users_app", True),
+    "token": ("users", "tokens_app", True),
+    "schedule": ("schedule", "app", True),
+    "worker": ("worker", "worker", False),
+}
 
 
 def _version(value: bool) -> None:
     if value:
+        import typer
+
         from cloudward import __version__
 
         typer.echo(f"cloudward {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """cloudward: exposure scanning, findings store and reports."""
+def build_app(only: str | None = None) -> typer.Typer:
+    """The root command with every group, or with just `only` (same root options and help texts)."""
+    import typer
+
+    app = typer.Typer(
+        name="cloudward",
+        help="Find and close the cloud gaps that crews such as TeamTNT exploit.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
+        """cloudward: exposure scanning, findings store and reports."""
+
+    for name, (module, attribute, group) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        target = getattr(importlib.import_module(f"cloudward.cli.{module}"), attribute)
+        if group:
+            app.add_typer(target, name=name)
+        else:
+            app.command(name)(target)
+    return app
 
 
-app.add_typer(admission.app, name="admission")
-app.add_typer(appsec.app, name="appsec")
-app.add_typer(conformity.app, name="conformity")
-app.add_typer(db.app, name="db")
-app.add_typer(exposure.app, name="exposure")
-app.add_typer(findings.app, name="findings")
-app.add_typer(host.app, name="host")
-app.add_typer(iac.app, name="iac")
-app.add_typer(image.app, name="image")
-app.add_typer(network.app, name="network")
-app.add_typer(registry.app, name="registry")
-app.add_typer(rules.app, name="rules")
-app.add_typer(storage.app, name="storage")
-app.add_typer(secrets.app, name="secrets")
-app.command("audit")(audit.audit)
-# the API server and its accounts and schedules
-app.command("server")(server.server)
-app.command("scheduler")(server.scheduler)
-app.add_typer(users.users_app, name="user")
-app.add_typer(users.tokens_app, name="token")
-app.add_typer(schedule.app, name="schedule")
-app.command("worker")(worker.worker)
+_full: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`app`: the whole command tree, built on first use."""
+    global _full
+    if name == "app":
+        if _full is None:
+            _full = build_app()
+        return _full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
     from cloudward.core.errors import CloudwardError
 
+    first = sys.argv[1] if len(sys.argv) > 1 else ""
     try:
-        app()
+        build_app(first if first in COMMANDS else None)()
     except CloudwardError as exc:
         from cloudward.cli.common import err_console
 

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from rich.console import Console
 
     from cloudward.core.config import Settings
-    from cloudward.core.rules import RuleSet
+    from cloudward.core.rules import MatchValidator, Rule, RuleSet
     from cloudward.core.scan import ScanResult
     from cloudward.core.severity import Severity
 
@@ -73,32 +75,57 @@ def resolve_format(fmt: str | None, output: Path | None) -> str:
     return fmt
 
 
-def load_all_rules(extra: list[Path] | None = None) -> RuleSet:
-    """Every capability's built-in rules plus the user's folders, validated by their engines."""
-    from cloudward.appsec.engine import validate_rule as validate_appsec_rule
-    from cloudward.conformity.aws import validate_rule as validate_aws_rule
-    from cloudward.core.rules import load_rules
-    from cloudward.engines.subject_rules import validate_rule as validate_subject_rule
-    from cloudward.exposure.evaluate import validate_rule
-    from cloudward.network.docker_findings import validate_rule as validate_docker_proxy_rule
-    from cloudward.network.redis_policy import validate_rule as validate_redis_proxy_rule
-    from cloudward.network.rulesets import builtin_rules as signature_rules
-    from cloudward.secrets.engine import validate_rule as validate_secret_rule
-    from cloudward.workload.evaluate import validate_rule as validate_host_rule
+# built-in rule packages, in load order, and the engines their rules are for (the proxies' rules sit
+# in cloudward.network; its Suricata signatures join as engine `suricata`, see load_all_rules)
+RULE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "cloudward.exposure": ("exposure",), "cloudward.secrets": ("secrets",), "cloudward.workload": ("host",),
+    "cloudward.container": ("image",), "cloudward.data": ("content",), "cloudward.conformity.aws": ("aws",),
+    "cloudward.conformity.iac": ("iac",), "cloudward.appsec": ("appsec",),
+    "cloudward.network": ("redis_proxy", "docker_proxy"),
+}
+# engine -> (module, function) that checks a rule's match block, imported when a rule needs it
+RULE_VALIDATORS: dict[str, tuple[str, str]] = {
+    "exposure": ("cloudward.exposure.evaluate", "validate_rule"),
+    "secrets": ("cloudward.secrets.engine", "validate_rule"),
+    "host": ("cloudward.workload.evaluate", "validate_rule"),
+    "image": ("cloudward.engines.subject_rules", "validate_rule"),
+    "content": ("cloudward.engines.subject_rules", "validate_rule"),
+    "aws": ("cloudward.conformity.aws", "validate_rule"),
+    "iac": ("cloudward.engines.subject_rules", "validate_rule"),
+    "appsec": ("cloudward.appsec.engine", "validate_rule"),
+    "redis_proxy": ("cloudward.network.redis_policy", "validate_rule"),
+    "docker_proxy": ("cloudward.network.docker_findings", "validate_rule"),
+}
 
-    # cloudward.network/rules/*.yaml are the proxies' rules; its Suricata signatures sit in a subfolder
-    # the YAML loader does not read, and join as rules of engine `suricata` (one per cloudward_id).
-    ruleset = load_rules(["cloudward.exposure", "cloudward.secrets", "cloudward.workload", "cloudward.container",
-                          "cloudward.data", "cloudward.conformity.aws", "cloudward.conformity.iac", "cloudward.appsec",
-                          "cloudward.network"],
-                         extra or [], validators={"exposure": validate_rule, "secrets": validate_secret_rule,
-                                                  "host": validate_host_rule, "image": validate_subject_rule,
-                                                  "content": validate_subject_rule, "aws": validate_aws_rule,
-                                                  "iac": validate_subject_rule, "appsec": validate_appsec_rule,
-                                                  "redis_proxy": validate_redis_proxy_rule,
-                                                  "docker_proxy": validate_docker_proxy_rule})
-    for rule in signature_rules():
-        ruleset.add(rule)
+
+def _validator(module: str, name: str) -> MatchValidator:
+    def check(rule: Rule) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), name)(rule)
+
+    return check
+
+
+def load_all_rules(extra: list[Path] | None = None, engines: Collection[str] | None = None) -> RuleSet:
+    """Every capability's built-in rules plus the user's folders, validated by their engines.
+
+    With `engines`, only the built-in packages holding rules for those engines are read: `image scan`
+    needs the image, content and secret rules, and parsing and validating every capability's (cloud
+    accounts, network signatures, ...) cost it more than a cached re-scan's whole work. The user's
+    folders are read whole either way; a user rule reusing the id of a built-in rule that was not
+    read is then not reported as a duplicate by that command.
+    """
+    from cloudward.core.rules import load_rules
+
+    packages = [p for p, made in RULE_PACKAGES.items() if engines is None or set(made) & set(engines)]
+    validators = {engine: _validator(*where) for engine, where in RULE_VALIDATORS.items()}
+    ruleset = load_rules(packages, extra or [], validators=validators)
+    if engines is None or "suricata" in engines:
+        from cloudward.network.rulesets import builtin_rules as signature_rules
+
+        for rule in signature_rules():
+            ruleset.add(rule)
     return ruleset
 
 

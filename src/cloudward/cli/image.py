@@ -31,6 +31,8 @@ from cloudward.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from cloudward.container.image import Image
+    from cloudward.container.sbom_cache import Entry
     from cloudward.container.scan import ContentScanner, ImageScanOptions
     from cloudward.core.rules import Rule
 
@@ -56,6 +58,9 @@ EngineOption = typer.Option(None, "--engine-url", metavar="URL", envvar="DOCKER_
                                  "else /var/run/docker.sock).")
 YaraOption = typer.Option(None, "--yara-rules", metavar="DIR", help="Add the YARA rules in this folder (repeatable).")
 NoCacheOption = typer.Option(False, "--no-cache", help="Read every layer again instead of the per-image cache.")
+
+
+IMAGE_SCAN_ENGINES = ("image", "content", "secrets")  # the rule engines an image scan uses
 
 
 def _scanners(text: str) -> frozenset[str]:
@@ -113,7 +118,7 @@ def scan_options(config: Path | None, scanners: str = "vuln,secret,malware,confi
     from cloudward.container.scan import ImageScanOptions
 
     chosen = _scanners(scanners)
-    rules = list(load_all_rules(list(rules_dir or [])))
+    rules = list(load_all_rules(list(rules_dir or []), engines=IMAGE_SCAN_ENGINES))
     data_dir = settings(config).resolved_data_dir()
     return ImageScanOptions(
         scanners=chosen,
@@ -198,8 +203,7 @@ def sbom(
     config: Path | None = ConfigOption,
 ) -> None:
     """Write the image's software bill of materials (OS packages, Python, npm, Go, Java)."""
-    from cloudward.container.sbom import to_cyclonedx, to_spdx
-    from cloudward.container.scan import ImageScanOptions, analyse_layers, image_target
+    from cloudward.cli.image_replay import say  # plain lines, as the replay of this command prints them
     from cloudward.container.sources import open_image
     from cloudward.core.errors import UsageError
 
@@ -207,36 +211,80 @@ def sbom(
         raise UsageError(f"--format: unknown SBOM format {format!r} (choose from {', '.join(SBOM_FORMATS)})")
     if vulns and format != "cyclonedx":
         raise UsageError("--vulns: only the cyclonedx format carries vulnerabilities")
-    database = advisories if advisories is not None else settings(config).resolved_data_dir() / "advisories.db"
+    data_dir = settings(config).resolved_data_dir()
+    database = advisories if advisories is not None else data_dir / "advisories.db"
     if vulns and not database.is_file():
         raise UsageError(f"--vulns: no advisory database at {database} (run `cloudward db update`)")
     img = open_image(image, insecure=insecure, platform=platform, username=username, password=password,
                      engine_url=_engine_url(engine_url))
-    cache = None if no_cache else settings(config).resolved_data_dir() / "cache"
-    found = analyse_layers(img, image_target(image), ImageScanOptions(scanners=frozenset(), cache_dir=cache))
+    entry = _sbom_entry(image, img, platform, format, vulns, database, None if no_cache else data_dir, config)
+    for message in entry.notes:
+        say(f"warning: {image}: {message}")
+    text = entry.render()
+    if output is None:
+        typer.echo(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        say(f"wrote {format} SBOM of {image} ({entry.packages:,} packages) to {output}")
+
+
+def _sbom_entry(reference: str, img: Image, platform: str, fmt: str, vulns: bool, database: Path,
+                data_dir: Path | None, config: Path | None) -> Entry:
+    """The document (stamps left as sentinels) and its warnings: from the SBOM cache when this exact
+    image was written this way before, else analysed (through the layer and image caches) and
+    remembered, with an alias that lets `cli/image_replay.py` answer the same command line."""
+    from cloudward.cli.image_replay import say, settings_fingerprint
+    from cloudward.container.sbom_cache import CacheProblem, Entry, SbomCache, alias_key, entry_key
+
+    key = entry_key(img, reference, platform=platform, fmt=fmt, vulns=vulns, advisories=database)
+    cache = None if data_dir is None else SbomCache(data_dir / "cache" / "sboms")
+    entry = None
+    if cache is not None:
+        try:
+            entry = cache.get(key)
+        except CacheProblem as exc:
+            say(f"warning: ignoring a damaged SBOM cache entry: {exc}")
+    if entry is None:
+        body, sentinels, notes, packages = _render_sbom(reference, img, fmt, vulns, database, data_dir)
+        entry = Entry(key, fmt, body, sentinels, notes, packages)
+        if cache is not None:
+            cache.put(entry)
+    if cache is not None and data_dir is not None:
+        located = settings_fingerprint(None if config is None else str(config), os.environ)
+        alias = None
+        if located is not None and located[0] == os.path.abspath(data_dir):
+            alias = alias_key(reference, platform=platform, fmt=fmt, vulns=vulns, advisories=database,
+                              settings=located[1])
+        if alias is not None:
+            cache.put_alias(alias, key, img.identity)
+    return entry
+
+
+def _render_sbom(reference: str, img: Image, fmt: str, vulns: bool, database: Path, data_dir: Path | None
+                 ) -> tuple[str, tuple[str, str], list[str], int]:
+    """(document with sentinel stamps, the sentinels, warnings, package count)."""
+    from cloudward.container.sbom import to_cyclonedx, to_spdx
+    from cloudward.container.sbom_cache import new_sentinels
+    from cloudward.container.scan import ImageScanOptions, analyse_layers, image_target
+
+    cache = None if data_dir is None else data_dir / "cache"
+    found = analyse_layers(img, image_target(reference), ImageScanOptions(scanners=frozenset(), cache_dir=cache))
     result = found.catalog
     notes = [*found.errors, *result.errors, *(f"{path}: not read ({why})" for path, why in found.skipped)]
-    for message in notes:
-        err_console().print(f"warning: {image}: {message}", highlight=False, markup=False, soft_wrap=True)
-    subject = {"type": "image", "name": image, "digest": img.manifest_digest or img.id, "id": img.id}
+    subject = {"type": "image", "name": reference, "digest": img.manifest_digest or img.id, "id": img.id}
+    sentinels = new_sentinels()
     if vulns:
         from cloudward.engines.osv.findings import queries_for
         from cloudward.engines.osv.match import Matcher
 
         with Matcher(database) as matcher:
             matches = matcher.match(queries_for(result.packages))
-            for message in matcher.errors:
-                err_console().print(f"warning: {image}: {message}", highlight=False, markup=False, soft_wrap=True)
-        text = to_cyclonedx(result, subject, matches)
+            notes.extend(matcher.errors)
+        text = to_cyclonedx(result, subject, matches, stamps=sentinels)
     else:
-        text = (to_cyclonedx if format == "cyclonedx" else to_spdx)(result, subject)
-    if output is None:
-        typer.echo(text)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-        err_console().print(f"wrote {format} SBOM of {image} ({len(result.packages):,} packages) to {output}",
-                            highlight=False)
+        text = (to_cyclonedx if fmt == "cyclonedx" else to_spdx)(result, subject, stamps=sentinels)
+    return text, sentinels, notes, len(result.packages)
 
 
 LintPathsArgument = typer.Argument(None, show_default=False, metavar="PATH...",
@@ -260,7 +308,7 @@ def lint(
 
     resolve_format(format, output)
     parse_severity(fail_on, "--fail-on")
-    rules = [r for r in load_all_rules(list(rules_dir or [])) if r.engine_name == "image"]
+    rules = [r for r in load_all_rules(list(rules_dir or []), engines=("image",)) if r.engine_name == "image"]
     result = lint_paths(list(paths or ["."]), rules)
     err_console().print(f"image lint: {result.stats.get('files', 0)} Dockerfiles, {len(result.findings):,} findings, "
                         f"{len(result.errors):,} errors", highlight=False)

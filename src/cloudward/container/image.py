@@ -68,6 +68,9 @@ class Image:
     layers: list[Layer]
     repo_tags: list[str] = field(default_factory=list)
     platform: str = "linux/amd64"
+    # local sources: the small files read to identify the image (BlobStore.reads), so a cache can
+    # recognise the same image later by re-reading only those, never the layers
+    identity: list[tuple[str, int, int, str]] = field(default_factory=list)
 
     @property
     def id(self) -> str:

@@ -107,11 +107,12 @@ def _vulnerabilities(matches: Iterable[VulnMatch], refs: dict[int, str]) -> list
 
 
 def to_cyclonedx(result: CatalogResult, subject: dict[str, Any],
-                 vulnerabilities: Iterable[VulnMatch] | None = None) -> str:
+                 vulnerabilities: Iterable[VulnMatch] | None = None, *, stamps: tuple[str, str] | None = None) -> str:
     """CycloneDX 1.6 JSON built as plain data.
 
     With `vulnerabilities` (matches whose query `ref` is one of `result.packages`), the document also
-    carries them, each pointing at the affected components.
+    carries them, each pointing at the affected components. `stamps` (serial uuid, timestamp) replace
+    the fresh ones, so `sbom_cache` can keep a document whose stamps each run fills in anew.
 
     Why not cyclonedx-python-lib's model and serializer: they keep every collection sorted and re-check
     the dependency graph quadratically, about 0.8 s per thousand packages, which made the SBOM cost more
@@ -153,14 +154,15 @@ def to_cyclonedx(result: CatalogResult, subject: dict[str, Any],
         ]
         components.append(comp)
     refs = [c["bom-ref"] for c in components]
+    serial, timestamp = stamps or (str(uuid.uuid4()), dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     doc: dict[str, Any] = {
         "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
-        "serialNumber": f"urn:uuid:{uuid.uuid4()}",
+        "serialNumber": f"urn:uuid:{serial}",
         "version": 1,
         "metadata": {
-            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "timestamp": timestamp,
             "tools": {"components": [{"type": "application", "name": "cloudward", "version": __version__}]},
             "component": root,
         },
@@ -183,9 +185,11 @@ def _declared(pkg: Package) -> str:
     return "NOASSERTION"
 
 
-def to_spdx(result: CatalogResult, subject: dict[str, Any]) -> str:
+def to_spdx(result: CatalogResult, subject: dict[str, Any], *, stamps: tuple[str, str] | None = None) -> str:
+    """SPDX 2.3 JSON; `stamps` (namespace uuid, created) as for `to_cyclonedx`."""
     name = _subject_name(subject)
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    serial, created = stamps or (str(uuid.uuid4()),
+                                 dt.datetime.now(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ"))
     root_id = "SPDXRef-Subject"
     root: dict[str, Any] = {
         "SPDXID": root_id,
@@ -227,7 +231,7 @@ def to_spdx(result: CatalogResult, subject: dict[str, Any]) -> str:
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": name,
-        "documentNamespace": f"https://cloudward.dev/spdx/{_SPDX_ID_UNSAFE.sub('-', name)}-{uuid.uuid4()}",
+        "documentNamespace": f"https://cloudward.dev/spdx/{_SPDX_ID_UNSAFE.sub('-', name)}-{serial}",
         "creationInfo": {"created": created, "creators": [f"Tool: cloudward-{__version__}"]},
         "documentDescribes": [root_id],
         "packages": packages,

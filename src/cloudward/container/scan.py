@@ -35,6 +35,7 @@ from typing import Any
 
 from cloudward.container.image import Image, ImageError
 from cloudward.container.squash import FileEntry, ImageFS, LayerRecord, Limits, squash
+from cloudward.container.versions import ANALYZER_VERSION
 from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.core.scan import ScanResult, ScanStatus
@@ -52,7 +53,6 @@ __all__ = [
     "scan_images",
 ]
 
-ANALYZER_VERSION = "3"  # bump when catalogers or content scanners change what a layer yields
 SCANNERS = ("vuln", "secret", "malware", "config")
 
 # Ports whose service, reachable without authentication, is how crews like TeamTNT get in.

@@ -61,6 +61,9 @@ class BlobStore:
     def __init__(self, path: Path, label: str) -> None:
         self.path, self.label = path, label
         self._members: dict[str, tuple[int, int]] | None = None
+        # what read() returned, as (name, offset in the tar or -1 in a directory, size, sha256 hex):
+        # the small files that identify the image, re-checkable later without opening the tar
+        self.reads: list[tuple[str, int, int, str]] = []
         if path.is_file():
             self._members = {}
             try:
@@ -97,7 +100,10 @@ class BlobStore:
         if self.size(name) > limit:
             raise ImageError(f"{self.label}: {name} is larger than {limit} bytes")
         with self.opener(name)() as f:
-            return f.read()
+            data = f.read()
+        offset = self._members[_norm(name)][0] if self._members is not None else -1
+        self.reads.append((_norm(name), offset, len(data), hashlib.sha256(data).hexdigest()))
+        return data
 
 
 def _norm(name: str) -> str:

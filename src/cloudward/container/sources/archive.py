@@ -46,7 +46,7 @@ def open_archive(path: str | Path, reference: str | None = None, *, store: BlobS
     tags = [str(t) for t in entry.get("RepoTags") or []]
     return Image(reference=reference or label, source=source, manifest_digest=None,
                  config_digest=sha256_digest(config_bytes), config=config, layers=layers,
-                 repo_tags=tags, platform=platform_of(config))
+                 repo_tags=tags, platform=platform_of(config), identity=list(store.reads))
 
 
 def _blob_digest(name: str, opener: Any, diff_id: str | None) -> str:

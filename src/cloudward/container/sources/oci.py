@@ -50,7 +50,8 @@ def open_oci(path: str | Path, tag: str | None = None, *, platform: str = "linux
                             media_type=ld.get("mediaType", ""), size=int(ld.get("size", 0)),
                             opener=verified_opener(store.opener(name), ld["digest"], label)))
     return Image(reference=label, source="oci", manifest_digest=manifest_digest, config_digest=config_digest,
-                 config=config, layers=layers, repo_tags=[tag] if tag else [], platform=platform_of(config))
+                 config=config, layers=layers, repo_tags=[tag] if tag else [], platform=platform_of(config),
+                 identity=list(store.reads))
 
 
 def select_platform(manifests: list[dict[str, Any]], platform: str, label: str) -> dict[str, Any]:
