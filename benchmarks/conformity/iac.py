@@ -11,7 +11,10 @@ network namespace with loopback only (`unshare -n`): trivy with its embedded che
 Reported: wall clock and peak memory (median of `--repeat` runs), the ratios, and a coverage table:
 for every planted class (one rule's positive fixture), did each tool report something on the
 positive file that it did not report on the negative one? That test needs no mapping between the
-tools' check ids, and the check ids that made the difference are shown.
+tools' check ids, and the check ids that made the difference are shown. A second table does the
+same for Terraform *values*: pairs of configurations that differ only in a variables file, a
+`count`, a `for_each` map, a downloaded module's manifest or a Kustomize patch, so it shows which
+tools evaluate them.
 
     .venv/bin/python benchmarks/conformity/iac.py [--repeat 3] [--configs 300] [--keep] [--no-write]
 
@@ -258,6 +261,133 @@ def generate(tree: Path, configs: int) -> dict[str, int]:
     return dict(counts)
 
 
+DB_PUBLIC = '''variable "public" {{
+  default = false
+}}
+variable "enabled" {{
+  default = {enabled}
+}}
+resource "aws_db_instance" "db" {{
+  count               = var.enabled ? 1 : 0
+  engine              = "postgres"
+  instance_class      = "db.t3.micro"
+  publicly_accessible = var.public
+  storage_encrypted   = true
+}}
+'''
+SG_FOR_EACH = '''variable "rules" {{
+  default = {{
+    web   = {{ cidr = "0.0.0.0/0", port = 443 }}
+    admin = {{ cidr = "{admin}", port = 22 }}
+  }}
+}}
+resource "aws_security_group" "sg" {{
+  for_each    = var.rules
+  name        = "sg-${{each.key}}"
+  description = "per-key rules"
+  ingress {{
+    description = "from the map"
+    from_port   = each.value.port
+    to_port     = each.value.port
+    protocol    = "tcp"
+    cidr_blocks = [each.value.cidr]
+  }}
+}}
+'''
+IMDS_COUNT = '''resource "aws_instance" "web" {{
+  count         = {count}
+  ami           = "ami-0123456789abcdef0"
+  instance_type = "t3.small"
+  monitoring    = true
+  ebs_optimized = true
+  metadata_options {{
+    http_tokens = count.index == 1 ? "optional" : "required"
+  }}
+  root_block_device {{
+    encrypted = true
+  }}
+}}
+'''
+REMOTE_CALL = '''module "sg" {
+  source  = "terraform-aws-modules/security-group/aws"
+  version = "5.1.0"
+}
+'''
+REMOTE_MODULE = '''resource "aws_security_group_rule" "admin" {{
+  type              = "ingress"
+  description       = "admin"
+  security_group_id = "sg-0123"
+  from_port         = 22
+  to_port           = 22
+  protocol          = "tcp"
+  cidr_blocks       = ["{cidr}"]
+}}
+'''
+MODULES_JSON = json.dumps({"Modules": [
+    {"Key": "", "Source": "", "Dir": "."},
+    {"Key": "sg", "Source": "registry.terraform.io/terraform-aws-modules/security-group/aws", "Version": "5.1.0",
+     "Dir": ".terraform/modules/sg"}]})
+
+
+KUSTOMIZE = {
+    "base/kustomization.yaml": "resources:\n  - deployment.yaml\n",
+    "base/deployment.yaml": DEPLOY.split("---\n")[1].format(i=900, host_network="false", privileged="false"),
+    "overlay/kustomization.yaml": "resources:\n  - ../base\nnamePrefix: prod-\npatches:\n  - path: patch.yaml\n",
+}
+KUSTOMIZE_PATCH = '''apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app-900
+  namespace: estate
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          securityContext:
+            {setting}
+'''
+
+
+def value_classes(tree: Path) -> dict[str, tuple[str, str]]:
+    """Terraform-values classes: name -> (positive directory, negative directory), relative to the tree.
+    Each pair differs only in what a tool must evaluate to see the planted setting."""
+    pairs: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+        "terraform.tfvars sets a variable (public database)": (
+            {"main.tf": DB_PUBLIC.format(enabled="true"), "terraform.tfvars": "public = true\n"},
+            {"main.tf": DB_PUBLIC.format(enabled="true"), "terraform.tfvars": "public = false\n"}),
+        "*.auto.tfvars.json sets a variable (public database)": (
+            {"main.tf": DB_PUBLIC.format(enabled="true"), "prod.auto.tfvars.json": '{"public": true}'},
+            {"main.tf": DB_PUBLIC.format(enabled="true"), "prod.auto.tfvars.json": '{"public": false}'}),
+        "count = 0 removes a resource (public database)": (
+            {"main.tf": DB_PUBLIC.format(enabled="true").replace("default = false", "default = true", 1)},
+            {"main.tf": DB_PUBLIC.format(enabled="false").replace("default = false", "default = true", 1)}),
+        "count.index decides one instance (IMDSv1)": (
+            {"main.tf": IMDS_COUNT.format(count=2)}, {"main.tf": IMDS_COUNT.format(count=1)}),
+        "for_each over a map, one key world-open SSH": (
+            {"main.tf": SG_FOR_EACH.format(admin="0.0.0.0/0")}, {"main.tf": SG_FOR_EACH.format(admin="10.0.0.0/8")}),
+        "registry module from terraform init (world-open SSH)": (
+            {"main.tf": REMOTE_CALL, ".terraform/modules/modules.json": MODULES_JSON,
+             ".terraform/modules/sg/main.tf": REMOTE_MODULE.format(cidr="0.0.0.0/0")},
+            {"main.tf": REMOTE_CALL, ".terraform/modules/modules.json": MODULES_JSON,
+             ".terraform/modules/sg/main.tf": REMOTE_MODULE.format(cidr="10.0.0.0/8")}),
+        "Kustomize overlay patch adds privileged: true": (
+            {**KUSTOMIZE, "overlay/patch.yaml": KUSTOMIZE_PATCH.format(setting="privileged: true")},
+            {**KUSTOMIZE, "overlay/patch.yaml": KUSTOMIZE_PATCH.format(setting="readOnlyRootFilesystem: true")}),
+    }
+    classes: dict[str, tuple[str, str]] = {}
+    for index, (name, (positive, negative)) in enumerate(pairs.items()):
+        made = []
+        for kind, files in (("positive", positive), ("negative", negative)):
+            folder = tree / "values" / f"{index:02d}" / kind
+            for rel, text in files.items():
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                (folder / rel).write_text(text)
+            made.append(folder.relative_to(tree).as_posix())
+        classes[name] = (made[0], made[1])
+    return classes
+
+
 # ---------------------------------------------------------------------------------------------
 # running the tools
 
@@ -362,8 +492,16 @@ READERS = {"cloudward": by_file_cloudward, "checkov": by_file_checkov, "trivy": 
 
 
 def coverage(classes: dict[str, tuple[str, str]], found: dict[str, set[str]]) -> dict[str, list[str]]:
-    """rule id -> the tool's check ids on the positive fixture that are absent from the negative."""
-    return {rule: sorted(found.get(pos, set()) - found.get(neg, set())) for rule, (pos, neg) in classes.items()}
+    """class -> the tool's check ids on the positive fixture (a file, or every file under a
+    directory) that are absent from the negative one."""
+    def under(where: str) -> set[str]:
+        hits = set(found.get(where, set()))
+        for path, ids in found.items():
+            if path.startswith(where + "/"):
+                hits |= ids
+        return hits
+
+    return {name: sorted(under(pos) - under(neg)) for name, (pos, neg) in classes.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,8 +509,9 @@ def coverage(classes: dict[str, tuple[str, str]], found: dict[str, set[str]]) ->
 
 def section(timings: dict[str, Timing], counts: dict[str, int], classes: dict[str, tuple[str, str]],
             covered: dict[str, dict[str, list[str]]], totals: dict[str, int], versions: dict[str, str],
-            repeat: int, load: tuple[float, float]) -> str:
-    files = sum(counts.values()) + 2 * len(classes)
+            repeat: int, load: tuple[float, float], values: dict[str, tuple[str, str]] | None = None,
+            values_covered: dict[str, dict[str, list[str]]] | None = None) -> str:
+    files = sum(counts.values()) + 2 * len(classes) + 2 * len(values or {})
     estate = ", ".join(f"{v:,} {k}" for k, v in counts.items())
     lines = [
         "## Infrastructure as code: `cloudward iac scan` vs Checkov and `trivy config`",
@@ -381,7 +520,8 @@ def section(timings: dict[str, Timing], counts: dict[str, int], classes: dict[st
         "`benchmarks/conformity/setup-iac-peers`).",
         "",
         f"One tree of {files:,} files: the positive and negative fixture of each of the {len(classes)} IaC rules "
-        f"(tests/rules, one directory each) and a generated estate ({estate};"
+        f"(tests/rules, one directory each), {len(values or {})} pairs of Terraform configurations that differ "
+        f"only in a value a tool must evaluate, and a generated estate ({estate};"
         " about a third carry a planted misconfiguration). Every tool scans the whole tree once per run, "
         "offline in a network namespace with loopback only: trivy with its embedded checks "
         "(`--skip-check-update`), Checkov with `--skip-download` and the frameworks cloudward covers "
@@ -429,6 +569,27 @@ def section(timings: dict[str, Timing], counts: dict[str, int], classes: dict[st
               "TeamTNT-relevant settings each of them already catches. Classes the peers cover only through a "
               "broader check (e.g. any world-open ingress) show as not found when that check fires on the "
               "negative fixture too."]
+    if values and values_covered:
+        present = [t for t in TOOLS if t in values_covered]
+        lines += ["", "### Values a tool must evaluate: variables files, count, for_each, downloaded modules, "
+                  "Kustomize", "",
+                  "Each row is a pair of configurations (directories) that differ only in what the named feature "
+                  "decides; a tool found it when it reported a check on the positive directory that it did not "
+                  "report on the negative one. Nothing is fetched: the registry module is read from the "
+                  "`.terraform/modules` folder `terraform init` would have left.", "",
+                  "| what decides | " + " | ".join(present) + " | peer checks that differed |",
+                  "|---|" + "---|" * len(present) + "---|"]
+        score = {t: 0 for t in present}
+        for name in values:
+            marks = []
+            for tool in present:
+                hit = bool(values_covered[tool][name])
+                score[tool] += hit
+                marks.append("✔" if hit else "·")
+            peers = "; ".join(f"{t}: {', '.join(values_covered[t][name][:3])}" for t in present
+                              if t != "cloudward" and values_covered[t][name])
+            lines.append(f"| {name} | " + " | ".join(marks) + f" | {peers} |")
+        lines.append("| **total** | " + " | ".join(f"**{score[t]}/{len(values)}**" for t in present) + " | |")
     return "\n".join(lines)
 
 
@@ -442,10 +603,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cloudward-iac-bench-"))
     tree = work / "tree"
     classes = copy_fixtures(tree)
+    values = value_classes(tree)
     counts = generate(tree, args.configs)
     load_before = os.getloadavg()[0]
     timings: dict[str, Timing] = {}
     covered: dict[str, dict[str, list[str]]] = {}
+    values_covered: dict[str, dict[str, list[str]]] = {}
     totals: dict[str, int] = {}
     versions: dict[str, str] = {}
     present = []
@@ -468,12 +631,13 @@ def main() -> int:
         if out.exists():
             found = READERS[tool](out, tree)
             covered[tool] = coverage(classes, found)
+            values_covered[tool] = coverage(values, found)
             totals[tool] = sum(len(v) for v in found.values())
     if "cloudward" not in timings:
         print("cloudward is not installed: run scripts/setup", file=sys.stderr)
         return 2
     body = section(timings, counts, classes, covered, totals, versions, args.repeat,
-                   (load_before, os.getloadavg()[0]))
+                   (load_before, os.getloadavg()[0]), values, values_covered)
     print(body)
     if not args.no_write:
         write_section("conformity-iac", body)

@@ -1,5 +1,6 @@
-"""`cloudward iac scan`: Terraform (HCL and plan JSON), Kubernetes manifests and kubelet/control-plane
-configuration, docker-compose files and Dockerfiles, judged before they are applied.
+"""`cloudward iac scan`: Terraform (HCL and plan JSON, with variables files, `--var-file` and `--var`),
+Kubernetes manifests (and Kustomize renders), kubelet/control-plane configuration, docker-compose
+files and Dockerfiles, judged before they are applied.
 
 Thin: validate options, build the rule set, hand the Dockerfile judge of `image lint` (the
 container capability's BuildKit parser and its rules) to the IaC scan - the two capabilities stay
@@ -38,6 +39,27 @@ app = typer.Typer(help="Scan infrastructure as code: Terraform, Kubernetes, comp
 PathsArgument = typer.Argument(None, show_default=False, help="Files or directories to scan (default: .).")
 SkipRuleOption = typer.Option(None, "--skip-rule", metavar="ID", help="Do not run this rule (repeatable).")
 NoDockerfilesOption = typer.Option(False, "--no-dockerfiles", help="Do not judge Dockerfiles (`image lint` rules).")
+VarFileOption = typer.Option(None, "--var-file", metavar="FILE",
+                             help="Terraform variables file (.tfvars or .tfvars.json) for every root module, "
+                                  "over terraform.tfvars and *.auto.tfvars (repeatable, later wins).")
+VarOption = typer.Option(None, "--var", metavar="NAME=VALUE",
+                         help="Terraform variable for every root module, over every variables file (repeatable).")
+_VARIABLE_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
+
+
+def parse_variables(given: list[str]) -> list[tuple[str, str]]:
+    """`--var NAME=VALUE` pairs, in order; a malformed one is a usage error naming it."""
+    import re
+
+    from cloudward.core.errors import UsageError
+
+    pairs = []
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(_VARIABLE_NAME, name.strip()):
+            raise UsageError(f"--var {item[:80]!r}: expected NAME=VALUE with a Terraform variable name")
+        pairs.append((name.strip(), value))
+    return pairs
 
 
 def dockerfile_judge(rules: RuleSet) -> ExtraJudge:
@@ -55,6 +77,8 @@ def scan(
     paths: list[str] = PathsArgument,
     skip_rule: list[str] = SkipRuleOption,
     no_dockerfiles: bool = NoDockerfilesOption,
+    var_file: list[str] = VarFileOption,
+    var: list[str] = VarOption,
     rules_dir: list[Path] = RulesOption,
     format: str | None = FormatOption,  # shadows the builtin: the option is called --format
     output: Path | None = OutputOption,
@@ -68,6 +92,10 @@ def scan(
 
     resolve_format(format, output)
     parse_severity(fail_on, "--fail-on")
+    variables = parse_variables(list(var or []))
+    missing = [f for f in var_file or [] if not Path(f).is_file()]
+    if missing:
+        raise UsageError(f"--var-file: no such file: {', '.join(missing)}")
     rules = load_all_rules(list(rules_dir or []))
     judges = [] if no_dockerfiles else [dockerfile_judge(rules)]
     known = {r.id for r in rules.engine(ENGINE)} | {r.id for j in judges for r in j.rules}
@@ -75,12 +103,13 @@ def scan(
     if unknown:
         raise UsageError(f"--skip-rule: no IaC or Dockerfile rule named {', '.join(unknown)}")
     result = scan_paths(list(paths or []) or ["."], rules.engine(ENGINE), judges=judges,
-                        skip_rules=skip_rule or ())
+                        skip_rules=skip_rule or (), var_files=list(var_file or []), variables=variables)
     stats = result.stats
     err_console().print(
         f"iac scan: {stats.get('files', 0):,} files ({stats.get('terraform', 0):,} Terraform, "
         f"{stats.get('terraform_plan', 0):,} plans, {stats.get('kubernetes', 0):,} Kubernetes, "
-        f"{stats.get('compose', 0):,} compose, {stats.get('dockerfile', 0):,} Dockerfiles), "
+        f"{stats.get('compose', 0):,} compose, {stats.get('dockerfile', 0):,} Dockerfiles, "
+        f"{stats.get('kustomizations', 0):,} kustomizations), "
         f"{len(result.findings):,} finding{'s' if len(result.findings) != 1 else ''}, "
         f"{stats.get('suppressed', 0):,} suppressed, "
         f"{len(result.errors):,} error{'s' if len(result.errors) != 1 else ''}", highlight=False)

@@ -140,3 +140,19 @@ def test_a_fixed_misconfiguration_is_closed_by_the_next_scan_of_its_root(tree: P
 
     assert listed("fixed") == [("iac.tf.sg_world_ssh", str(tree))]
     assert listed("open") == [("iac.tf.sg_world_ssh", str(other))]  # the other root was not re-scanned
+
+
+def test_var_file_and_var_options(tmp_path: Path) -> None:
+    write_tree(tmp_path / "tf", {"main.tf": 'variable "public" {\n  default = false\n}\n'
+                                           'resource "aws_db_instance" "db" {\n  publicly_accessible = var.public\n'
+                                           '  storage_encrypted   = true\n}\n'})
+    on = tmp_path / "on.tfvars"
+    on.write_text("public = true\n")
+    code, out = run(str(tmp_path / "tf"), "--no-store", "-f", "json", "--var-file", str(on))
+    assert code == 0 and [f["rule_id"] for f in json.loads(out)["findings"]] == ["iac.tf.rds_public"]
+    code, out = run(str(tmp_path / "tf"), "--no-store", "-f", "json", "--var-file", str(on), "--var", "public=false")
+    assert code == 0 and json.loads(out)["findings"] == []
+    for bad, named in ((["--var", "no-equals-sign"], "no-equals-sign"),
+                       (["--var-file", str(tmp_path / "missing.tfvars")], "missing.tfvars")):
+        result = CliRunner().invoke(app, ["iac", "scan", str(tmp_path / "tf"), "--no-store", *bad])
+        assert result.exit_code != 0 and named in str(result.exception)  # a usage error (exit 2 from main)

@@ -1,4 +1,5 @@
-"""Infrastructure as code: Terraform (HCL and plan JSON), Kubernetes manifests, kubelet and
+"""Infrastructure as code: Terraform (HCL with variables files, count/for_each and downloaded
+modules; plan JSON), Kubernetes manifests (Kustomize overlays rendered), kubelet and
 control-plane configuration, and docker-compose files, judged before they are applied.
 
 Parsers turn files into observations (a subject, flat facts, a file and line); YAML rules with

@@ -2,18 +2,22 @@
 the `iac` rules (and, for Dockerfiles, the judge the CLI hands in), then apply skip comments.
 
 Every file is read at most once, bounded in size, and parsed in isolation: a file that cannot be
-read or parsed becomes one error naming it, and the scan goes on with everything else.
+read or parsed becomes one error naming it, and the scan goes on with everything else. Terraform
+root modules take their variables files (and `--var-file` / `--var`) and the modules `terraform
+init` downloaded; a Kustomize root is rendered and its output judged in place of the files it lists.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cloudward.conformity.iac import compose, kubernetes, terraform, tf_facts
+from cloudward.conformity.iac import compose, kubernetes, kustomize, terraform, tf_facts
 from cloudward.conformity.iac.model import Observation, ParseError
 from cloudward.conformity.iac.skips import SkipIndex
 from cloudward.conformity.iac.yamlsafe import YamlLimitError, load_documents
@@ -55,6 +59,8 @@ class _Run:
     roots: dict[str, str] = field(default_factory=dict)  # shown path of those files -> scanned root
     counts: dict[str, int] = field(default_factory=dict)
     suppressed: list[dict[str, Any]] = field(default_factory=list)
+    cli_variables: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (origin, values) in order
+    kustomize: list[str] | None = None
 
     def count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -112,6 +118,8 @@ def _kind(name: str, run: _Run) -> str | None:
     lower = name.lower()
     if lower.endswith(".tf"):
         return "terraform"
+    if terraform.is_auto_tfvars(name):
+        return "tfvars"
     if lower.endswith(".json"):
         return "json"
     if lower.endswith((".yaml", ".yml")):
@@ -205,13 +213,19 @@ def _plan(text: str, shown: str, run: _Run, by_name: bool) -> Iterator[Observati
 # --- the scan -----------------------------------------------------------------------------------------
 
 def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[ExtraJudge] = (),
-               skip_rules: Iterable[str] = (), max_bytes: int = MAX_BYTES) -> ScanResult:
+               skip_rules: Iterable[str] = (), max_bytes: int = MAX_BYTES, var_files: Sequence[str] = (),
+               variables: Sequence[tuple[str, str]] = (),
+               kustomize_command: Sequence[str] | None = None) -> ScanResult:
+    """`var_files` and `variables` (NAME, VALUE) set root module variables over the variables files
+    Terraform loads by itself; `kustomize_command` is the renderer (None: find one; empty: none)."""
     skipped = set(skip_rules)
     rules = [r for r in rules if r.id not in skipped]
     result = ScanResult(kind="iac", targets=list(paths))
     for judge in judges:
         judge.compiled = subject_rules.compile_rules([r for r in judge.rules if r.id not in skipped], judge.engine)
     run = _Run(result, subject_rules.compile_rules(rules, ENGINE), list(judges), max_bytes)
+    run.kustomize = kustomize.command() if kustomize_command is None else list(kustomize_command) or None
+    _cli_variables(var_files, variables, run)
     observations: list[tuple[Observation, ExtraJudge | None]] = []
     found_any = False
     for given in paths:
@@ -229,9 +243,18 @@ def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[
             continue
         found_any = True
         modules: dict[str, terraform.TfModule] = {}
+        tfvars: dict[str, list[tuple[str, str]]] = {}  # directory -> (shown path, text) of its variables files
+        consumed: set[Path] = set()
+        if not single:
+            made, consumed = _kustomizations(files, base, run)
+            observations += [(o, None) for o in made]
         for path in files:
             kind = _kind(path.name, run)
             if kind is None:
+                continue
+            if consumed and path.resolve() in consumed:
+                run.count("files")
+                run.count("kustomize_inputs")  # judged through the render
                 continue
             shown = _shown(base, path, given, single)
             text = _read(path, shown, run)
@@ -240,7 +263,10 @@ def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[
             if shown in run.texts:
                 run.roots[shown] = given
             run.count("files")
-            if kind == "terraform":
+            if kind == "tfvars":
+                tfvars.setdefault(terraform.relative_dir(shown), []).append((shown, text))
+                run.count("tfvars")
+            elif kind == "terraform":
                 try:
                     parsed = terraform.parse_hcl(text, shown)
                 except ParseError as exc:
@@ -250,10 +276,10 @@ def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[
                 modules.setdefault(directory, terraform.TfModule(directory)).files.append(parsed)
                 run.count("terraform")
             elif kind in ("json", "yaml"):
-                made = (_plan(text, shown, run, path.name.endswith(".tfplan.json")) if kind == "json"
-                        else _yaml(text, shown, run))
+                parsed_file = (_plan(text, shown, run, path.name.endswith(".tfplan.json")) if kind == "json"
+                               else _yaml(text, shown, run))
                 try:
-                    observations += [(o, None) for o in list(made)]
+                    observations += [(o, None) for o in list(parsed_file)]
                 except Exception as exc:  # a shape no parser expected: this file's error, never the scan's
                     run.error(shown, f"cannot describe: {_first_line(exc)}", "parse")
             else:
@@ -266,7 +292,8 @@ def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[
                 run.count(judge.name)
                 observations += [(Observation(subject, facts, shown, line, key, skip_at=((shown, line),)), judge)
                                  for subject, facts, line, key in items]
-        observations += [(o, None) for o in _configurations(modules, run)]
+        manifests, downloaded = ({}, set()) if single else _downloaded_modules(modules, base, run)
+        observations += [(o, None) for o in _configurations(modules, run, tfvars, manifests, downloaded)]
         for observation, _ in observations[start:]:
             observation.root = given  # the store closes a fixed finding only when its root was scanned
     _judge(observations, run)
@@ -277,24 +304,260 @@ def scan_paths(paths: Sequence[str], rules: Iterable[Rule], *, judges: Sequence[
     return result.finish(ScanStatus.FAILED if failed else ScanStatus.COMPLETED)
 
 
-def _configurations(modules: dict[str, terraform.TfModule], run: _Run) -> Iterator[Observation]:
-    """Each root configuration (a directory no other scanned directory calls as a module) with the
-    local modules it calls."""
+def _configurations(modules: dict[str, terraform.TfModule], run: _Run, tfvars: dict[str, list[tuple[str, str]]],
+                    manifests: dict[str, dict[str, str]], downloaded: set[str]) -> Iterator[Observation]:
+    """Each root configuration (a directory no other scanned directory calls as a module, and not a
+    module read only because a modules.json named it) with its variables files and the modules it
+    calls. A manifest naming a scanned directory never hides that directory as a root."""
     called = terraform.called_directories(modules)
     for directory in sorted(modules):
-        if directory in called:
+        if directory in called or directory in downloaded:
             continue
         warnings: list[str] = []
+        inputs = _root_variables(directory, tfvars.get(directory, []), run)
         try:
-            resources = list(terraform.expand(modules, directory, warnings=warnings))
+            resources = list(terraform.expand(modules, directory, inputs, manifest=manifests.get(directory),
+                                              warnings=warnings))
             made = list(_terraform_observations(resources))
         except Exception as exc:  # a shape no parser expected: this configuration's error, never the scan's
             run.error(directory, f"cannot describe the Terraform configuration: {_first_line(exc)}", "parse")
             continue
         for warning in warnings:
-            run.error(warning.split(":", 1)[0], warning, "modules")
+            run.error(warning.split(":", 1)[0], warning, "terraform")
         run.counts["terraform_resources"] = run.counts.get("terraform_resources", 0) + len(resources)
         yield from made
+
+
+def _root_variables(directory: str, files: list[tuple[str, str]], run: _Run) -> dict[str, Any]:
+    """Terraform's precedence: terraform.tfvars < terraform.tfvars.json < *.auto.tfvars(.json) in
+    lexical order < --var-file in order < --var. A malformed file is an error naming it; the scan
+    goes on with what the others (and the defaults) give."""
+    by_name = {PurePosixPath(shown).name: (shown, text) for shown, text in files}
+    values: dict[str, Any] = {}
+    for name in terraform.tfvars_order(list(by_name)):
+        shown, text = by_name[name]
+        try:
+            values.update(terraform.parse_tfvars(text, shown))
+        except ParseError as exc:
+            run.error(shown, f"{exc}: its values are not used", "parse")
+    for _, given in run.cli_variables:
+        values.update(given)
+    return values
+
+
+def _cli_variables(var_files: Sequence[str], variables: Sequence[tuple[str, str]], run: _Run) -> None:
+    for given in var_files:
+        path = Path(given)
+        if not path.is_file():
+            run.error(given, "--var-file: no such file", "read")
+            continue
+        text = _read(path, given, run)
+        if text is None:
+            continue
+        try:
+            run.cli_variables.append((given, terraform.parse_tfvars(text, given)))
+        except ParseError as exc:
+            run.error(given, f"{exc}: its values are not used", "parse")
+    if variables:
+        run.cli_variables.append(("--var", {name: terraform.cli_value(value) for name, value in variables}))
+
+
+MODULES_JSON = ".terraform/modules/modules.json"
+MAX_MODULE_FILES = 500  # .tf files read from one downloaded module
+
+
+def _downloaded_modules(modules: dict[str, terraform.TfModule], base: Path,
+                        run: _Run) -> tuple[dict[str, dict[str, str]], set[str]]:
+    """Root directory -> {module key: directory} from `terraform init`'s modules.json, reading the
+    .tf files of each downloaded module (inside the scanned root only; never from the network),
+    and the directories read that way."""
+    manifests: dict[str, dict[str, str]] = {}
+    downloaded: set[str] = set()
+    real_root = base.resolve()
+    for directory in sorted(modules):
+        folder = base / directory
+        manifest_path = folder / MODULES_JSON
+        shown = f"{directory}/{MODULES_JSON}" if directory != "." else MODULES_JSON
+        if not manifest_path.is_file():
+            continue
+        if not _contained(manifest_path, real_root):
+            run.error(shown, "outside the scanned root (a symbolic link): not read", "modules")
+            continue
+        text = _read(manifest_path, shown, run)
+        if text is None:
+            continue
+        try:
+            entries, refused = terraform.read_manifest(text, directory)
+        except ParseError as exc:
+            run.error(shown, str(exc), "modules")
+            continue
+        for reason in refused:
+            run.error(shown, reason, "modules")
+        manifest: dict[str, str] = {}
+        for key, (target, _source) in entries.items():
+            if target == directory:
+                run.error(shown, f"module {key[:80]}: Dir is the root module itself: not followed", "modules")
+                continue
+            if target not in modules:
+                if not _load_module(base / target, target, real_root, modules, run, shown, key):
+                    continue
+                downloaded.add(target)
+            manifest[key] = target
+        manifests[directory] = manifest
+        run.count("terraform_manifests")
+    return manifests, downloaded
+
+
+def _contained(path: Path, real_root: Path) -> bool:
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return real == real_root or real_root in real.parents
+
+
+def _load_module(folder: Path, directory: str, real_root: Path, modules: dict[str, terraform.TfModule], run: _Run,
+                 manifest: str, key: str) -> bool:
+    if not folder.is_dir():
+        run.error(manifest, f"module {key}: {directory} is missing (run terraform init again)", "modules")
+        return False
+    if not _contained(folder, real_root):
+        run.error(manifest, f"module {key}: {directory} leaves the scanned root (a symbolic link): not read",
+                  "modules")
+        return False
+    module = terraform.TfModule(directory)
+    names = sorted(p for p in folder.iterdir() if p.name.endswith(".tf") and not p.is_symlink() and p.is_file())
+    if len(names) > MAX_MODULE_FILES:
+        run.error(manifest, f"module {key}: more than {MAX_MODULE_FILES} .tf files: the first are read", "modules")
+    for path in names[:MAX_MODULE_FILES]:
+        shown = f"{directory}/{path.name}"
+        text = _read(path, shown, run)
+        if text is None:
+            continue
+        try:
+            module.files.append(terraform.parse_hcl(text, shown))
+        except ParseError as exc:
+            run.error(shown, str(exc), "parse")
+            continue
+        run.count("terraform")
+    modules[directory] = module
+    return True
+
+
+# --- Kustomize ------------------------------------------------------------------------------------------
+
+def _kustomizations(files: list[Path], base: Path, run: _Run) -> tuple[list[Observation], set[Path]]:
+    """Observations of each root kustomization's rendered output, and the files those renders
+    consumed (not judged again as plain manifests). Without a renderer, or when a render is
+    refused or fails, the files stay plain manifests and the reason is an error naming it."""
+    directories = sorted({p.parent for p in files if p.name in kustomize.NAMES})
+    if not directories:
+        return [], set()
+    if run.kustomize is None:
+        for directory in directories:
+            run.error(_rel(kustomize.kustomization_file(directory) or directory, base),
+                      "kustomize (or kubectl) not found: the manifests are judged as plain files", "kustomize")
+        return [], set()
+    real_root = base.resolve()
+    plans = {d: kustomize.plan(d.resolve(), real_root, run.max_bytes) for d in directories}
+    included = {k for d, p in plans.items() for k in p.kustomizations if k != d.resolve()}
+    roots: list[tuple[Path, Path | None, str, kustomize.Plan]] = []
+    for directory, found in plans.items():
+        if directory.resolve() in included:
+            continue  # a base: judged through the overlays that include it
+        kfile = kustomize.kustomization_file(directory)
+        shown = _rel(kfile or directory, base)
+        if found.problems:
+            for problem in found.problems[:5]:
+                run.error(shown, f"not rendered: {problem}", "kustomize")
+            continue
+        roots.append((directory, kfile, shown, found))
+    # Each render is a process of its own that mostly waits: run a few at once.
+    with ThreadPoolExecutor(max_workers=min(4, max(1, len(roots)))) as pool:
+        renders = list(pool.map(lambda root: _render(run.kustomize or [], root[0], run.max_bytes * 4), roots))
+    made: list[Observation] = []
+    consumed: set[Path] = set()
+    for (directory, _, shown, found), rendered in zip(roots, renders, strict=True):
+        try:
+            if isinstance(rendered, kustomize.KustomizeError):
+                raise rendered
+            observations = _rendered(rendered, directory, shown, base, run)
+        except kustomize.KustomizeError as exc:
+            run.error(shown, f"not rendered: {exc}", "kustomize")
+            continue
+        made += observations
+        consumed |= found.files
+        run.count("kustomizations")
+    return made, consumed
+
+
+def _render(argv: list[str], directory: Path, max_bytes: int) -> tuple[str, Path] | kustomize.KustomizeError:
+    try:
+        return kustomize.render(argv, directory, max_bytes)
+    except kustomize.KustomizeError as exc:
+        return exc
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _rendered(rendered: tuple[str, Path], directory: Path, shown: str, base: Path, run: _Run) -> list[Observation]:
+    text, wrapper = rendered
+    try:
+        try:
+            documents = list(load_documents(text))
+        except Exception as exc:  # the renderer's own output should parse; a limit is this overlay's error
+            raise kustomize.KustomizeError(f"rendered output not judged: {_first_line(exc)}") from None
+        made = list(kubernetes.observations(documents, shown, text))
+        kfile = kustomize.kustomization_file(directory)
+        ktext = (_read(kfile, shown, run) or "") if kfile is not None else ""
+        sources: dict[int, tuple[str, int, int] | None] = {}  # document -> (source, its line, entry line)
+        for observation in made:
+            observation.extra_location = dict(observation.extra_location)
+            index = int(observation.extra_location.pop("document", 0)) - 1
+            if index not in sources:
+                sources[index] = _source(documents[index][1], wrapper, directory, ktext, base, run) \
+                    if 0 <= index < len(documents) else None
+            traced = sources[index]
+            observation.line = traced[2] if traced is not None else 1
+            observation.extra_location["kustomization"] = shown
+            observation.skip_at = ((shown, 1), (shown, observation.line))
+            if traced is not None:
+                observation.extra_location["source"] = f"{traced[0]}:{traced[1]}"
+                observation.skip_at = (*observation.skip_at, (traced[0], traced[1]))
+        return made
+    finally:
+        shutil.rmtree(wrapper, ignore_errors=True)
+
+
+def _source(document: Any, wrapper: Path, directory: Path, ktext: str, base: Path,
+            run: _Run) -> tuple[str, int, int] | None:
+    """(shown path, line) of the source object a rendered one came from, when it can be traced, and
+    the line of the kustomization entry that brought it in."""
+    path = kustomize.origin(document, wrapper, directory)
+    if path is None or not _contained(path, base.resolve()):
+        return None
+    entry = kustomize.entry_line(ktext, directory.resolve(), path.resolve())
+    shown = _rel(path, base)
+    text = _read(path, shown, run)
+    if text is None:
+        return None
+    kind = document.get("kind") if isinstance(document, dict) else None
+    rendered = str((document.get("metadata") or {}).get("name", "")) if isinstance(document, dict) else ""
+    try:
+        sources = list(load_documents(text))
+    except Exception:  # the tool rendered it, so it parses; if not, the object's line stays unknown (1)
+        return shown, 1, entry
+    for start, source in sources:
+        metadata = source.get("metadata") if isinstance(source, dict) else None
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(source, dict) and source.get("kind") == kind and isinstance(name, str) and name in rendered:
+            return shown, int(getattr(source, "line", 0) or start), entry
+    return shown, 1, entry
 
 
 def _judge(observations: list[tuple[Observation, ExtraJudge | None]], run: _Run) -> None:

@@ -1,11 +1,15 @@
 """Terraform configurations read from HCL (python-hcl2's Lark grammar) and from `terraform show -json`.
 
-A configuration is a directory. Its `variable` defaults and `locals` are substituted where an
-attribute is exactly `var.x` / `local.x` (or a string that interpolates only such values), and a
-`module` block whose source is a relative path is followed: the module directory's resources are
-judged with the call's arguments as their variables and reported at their own file and line, with
-the call's place in `location.module`. Registry and git modules are not fetched (offline).
-Nothing is evaluated: functions, conditionals and references to other resources stay unknown.
+A configuration is a directory. Its variables take their values the way Terraform gives them
+(defaults < terraform.tfvars < terraform.tfvars.json < *.auto.tfvars in lexical order < --var-file
+< --var), `locals` follow, and expressions over them are evaluated by `tf_expr` (conditionals,
+`toset`, `for` expressions, arithmetic ...); references to other resources stay unknown. A resource
+or module call with `count` / `for_each` becomes its instances (`aws_instance.web[0]`,
+`aws_security_group.sg["a"]`) when the expression resolves, and is judged once as written when it
+does not. A `module` block whose source is a relative path is followed; a registry or git module
+is read from where `terraform init` put it (`.terraform/modules/modules.json`), never fetched.
+Modules are judged with the call's arguments as their variables and reported at their own file
+and line, with the call's place in `location.module`.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cloudward.conformity.iac import tf_expr
 from cloudward.conformity.iac.model import ParseError
 from cloudward.conformity.iac.tf_facts import TfResource
 
 MAX_MODULE_DEPTH = 8
+MAX_INSTANCES = 1000  # per block: a larger count / for_each is judged once, as written, with a warning
+MAX_RESOURCES = 20_000  # per root configuration: past it, further counted blocks are judged once each
 _REF = re.compile(r"\$\{(var|local)\.([A-Za-z_][A-Za-z0-9_-]*)\}")
+_SIMPLE_INTERPOLATION = re.compile(r"\$\{([^{}\"]*)\}")
+_INDEX = re.compile(r"\[([^\[\]\"]+)\]")
 _JSONENCODE = re.compile(r"^\$\{jsonencode\((.*)\)\}$", re.DOTALL)
 _META_ARGS = {"source", "version", "providers", "count", "for_each", "depends_on"}
 
@@ -131,13 +140,35 @@ def _expression(text: str) -> Any:
 # --- values ------------------------------------------------------------------------------------------
 
 class Scope:
-    def __init__(self, variables: Mapping[str, Any], locals_: Mapping[str, Any]) -> None:
+    def __init__(self, variables: Mapping[str, Any], locals_: Mapping[str, Any],
+                 instance: Mapping[str, Any] | None = None) -> None:
         self.variables = dict(variables)
         self.locals = dict(locals_)
+        self.instance = dict(instance or {})  # {"count": {"index": 0}} or {"each": {"key": .., "value": ..}}
+
+    def for_instance(self, tables: Mapping[str, Any]) -> Scope:
+        scope = Scope({}, {}, tables)
+        scope.variables, scope.locals = self.variables, self.locals  # shared, never copied per instance
+        return scope
 
     def lookup(self, kind: str, name: str) -> Any:
         table = self.variables if kind == "var" else self.locals
         return table.get(name, _UNKNOWN)
+
+    def _tables(self, name: str) -> Any:
+        if name == "var":
+            return self.variables
+        if name == "local":
+            return self.locals
+        if name in self.instance:
+            return self.instance[name]
+        raise tf_expr.Unknown(f"{name}.* is known only at apply time")
+
+    def value(self, raw: Any) -> Any:
+        """`raw` evaluated completely (raises tf_expr.Unknown / ExprError when it cannot be)."""
+        if isinstance(raw, str) and "${" in raw:
+            return tf_expr.evaluate_template(raw, self._tables)
+        return self.resolve(raw)
 
     def resolve(self, value: Any, depth: int = 0) -> Any:
         if depth > 40:
@@ -156,17 +187,45 @@ class Scope:
         if encoded:
             inner = _expression(encoded.group(1))
             return self.resolve(inner, depth + 1) if isinstance(inner, (dict, list)) else value
+        try:
+            return _plain(tf_expr.evaluate_template(value, self._tables))
+        except (tf_expr.Unknown, tf_expr.ExprError):
+            pass
 
         def one(match: re.Match[str]) -> str:
-            found = self.lookup(match.group(1), match.group(2))
+            try:
+                found = tf_expr.evaluate(match.group(1), self._tables)
+            except (tf_expr.Unknown, tf_expr.ExprError):
+                # `aws_s3_bucket.b[each.key].id`: the reference stays, its known index is filled in
+                return _INDEX.sub(index, match.group(0)) if self.instance else match.group(0)
             if isinstance(found, (str, int, float)) and not isinstance(found, bool) and "${" not in str(found):
                 return str(found)
             return match.group(0)
 
-        return _REF.sub(one, value)
+        def index(match: re.Match[str]) -> str:
+            try:
+                found = tf_expr.evaluate(match.group(1), self._tables)
+            except (tf_expr.Unknown, tf_expr.ExprError):
+                return match.group(0)
+            if isinstance(found, str) or (isinstance(found, int) and not isinstance(found, bool)):
+                return f"[{json.dumps(found)}]"
+            return match.group(0)
+
+        return _SIMPLE_INTERPOLATION.sub(one, value)
 
 
 _UNKNOWN = object()
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Sets (tuples) as lists, the shape python-hcl2 gives every collection."""
+    if depth > tf_expr.MAX_DEPTH:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
+    return value
 
 
 def _items(data: Mapping[str, Any], kind: str) -> Iterator[tuple[str, Any]]:
@@ -231,14 +290,86 @@ def called_directories(modules: Mapping[str, TfModule]) -> set[str]:
     return called
 
 
+@dataclass
+class _Expansion:
+    modules: Mapping[str, TfModule]
+    manifest: Mapping[str, str]  # module key ("vpc", "vpc.subnets") -> directory, from modules.json
+    warnings: list[str]
+    noted: set[str] = field(default_factory=set)
+    produced: int = 0  # resources yielded so far
+
+    def warn(self, message: str) -> None:
+        if message not in self.noted:
+            self.noted.add(message)
+            self.warnings.append(message)
+
+    def within_budget(self, expanded: list[tuple[str, Mapping[str, Any]]] | None,
+                      where: str) -> list[tuple[str, Mapping[str, Any]]] | None:
+        """Nested counted modules multiply: past MAX_RESOURCES, blocks are judged once as written."""
+        if expanded is not None and len(expanded) > 1 and self.produced + len(expanded) > MAX_RESOURCES:
+            self.warn(f"{where}: more than {MAX_RESOURCES:,} resources in this configuration: "
+                      "judged once as written")
+            return None
+        return expanded
+
+
 def expand(modules: Mapping[str, TfModule], directory: str, inputs: Mapping[str, Any] | None = None,
-           prefix: str = "", call: str = "", call_sites: tuple[tuple[str, int], ...] = (), depth: int = 0,
-           warnings: list[str] | None = None) -> Iterator[TfResource]:
-    """Every resource and data source of the module in `directory` and the local modules it calls."""
-    module = modules.get(directory)
+           *, manifest: Mapping[str, str] | None = None, warnings: list[str] | None = None) -> Iterator[TfResource]:
+    """Every resource and data source (each instance of a counted one) of the root module in
+    `directory` and of the modules it calls. `warnings` collects "path:line: message" notes."""
+    state = _Expansion(modules, manifest or {}, warnings if warnings is not None else [])
+    yield from _expand(state, directory, inputs or {}, "", "", "", (), 0)
+
+
+def instances(body: Mapping[str, Any], scope: Scope, where: str,
+              warn: Any = None) -> list[tuple[str, Mapping[str, Any]]] | None:
+    """[(address suffix, instance tables)] of a block with `count` or `for_each`: empty when
+    there are none (count = 0); None when the block is to be judged once as written (no meta
+    argument, an expression that does not resolve, a value Terraform would refuse, too many)."""
+    has_count, has_each = "count" in body, "for_each" in body
+    if has_count == has_each:  # neither, or both (which Terraform refuses)
+        return None
+    raw = body["count" if has_count else "for_each"]
+    try:
+        value = scope.value(raw)
+    except (tf_expr.Unknown, tf_expr.ExprError):
+        return None
+    if has_count:
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        if not isinstance(value, (int, float)) or value < 0 or value != int(value):
+            return None
+        total = int(value)
+        if total > MAX_INSTANCES:
+            if warn is not None:
+                warn(f"{where}: count is {total:,}, more than {MAX_INSTANCES:,} instances: judged once as written")
+            return None
+        return [(f"[{i}]", {"count": {"index": i}}) for i in range(total)]
+    pairs: list[tuple[str, Any]]
+    if isinstance(value, dict):
+        pairs = sorted(value.items())
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) and "${" not in v for v in value):
+        pairs = [(v, v) for v in sorted(set(value))]  # a set of strings (a list variable typed as a set)
+    else:
+        return None
+    if len(pairs) > MAX_INSTANCES:
+        if warn is not None:
+            warn(f"{where}: for_each has {len(pairs):,} elements, more than {MAX_INSTANCES:,}: judged once as written")
+        return None
+    return [(f"[{json.dumps(key)}]", {"each": {"key": key, "value": item}}) for key, item in pairs]
+
+
+def _expand(state: _Expansion, directory: str, inputs: Mapping[str, Any], prefix: str, key: str, call: str,
+            call_sites: tuple[tuple[str, int], ...], depth: int) -> Iterator[TfResource]:
+    module = state.modules.get(directory)
     if module is None:
         return
-    variables = _variables(module, inputs or {})
+    variables = _variables(module, inputs)
     scope = Scope(variables, _locals(module, variables))
     for file in module.files:
         for mode, kind in (("managed", "resource"), ("data", "data")):
@@ -251,26 +382,132 @@ def expand(modules: Mapping[str, TfModule], directory: str, inputs: Mapping[str,
                     line = file.lines.get((kind, rtype, name), 1)
                     address = f"{prefix}{'data.' if mode == 'data' else ''}{rtype}.{name}"
                     nested = {k[3:]: v for k, v in file.lines.items() if len(k) == 5 and k[:3] == (kind, rtype, name)}
-                    yield TfResource(type=rtype, name=name, address=address, attrs=scope.resolve(body),
-                                     path=file.path, line=line, mode=mode, module=call,
-                                     skip_at=((file.path, line), *call_sites),
-                                     block_lines={f"{n}[{i}]": v for (n, i), v in nested.items()})
+                    block_lines = {f"{n}[{i}]": v for (n, i), v in nested.items()}
+                    where = f"{file.path}:{line}: {address}"
+                    expanded = state.within_budget(instances(body, scope, where, state.warn), where)
+                    for suffix, tables in expanded if expanded is not None else [("", {})]:
+                        state.produced += 1
+                        here = scope.for_instance(tables) if tables else scope
+                        yield TfResource(type=rtype, name=name, address=address + suffix, attrs=here.resolve(body),
+                                         path=file.path, line=line, mode=mode, module=call,
+                                         skip_at=((file.path, line), *call_sites), block_lines=block_lines)
         for name, body in _items(file.data, "module"):
             if not isinstance(body, dict):
                 continue
-            target = module_source(directory, body.get("source"))
-            if target is None or target not in modules:
-                continue
             line = file.lines.get(("module", name), 1)
+            child_key = f"{key}.{name}" if key else name
+            target = module_source(directory, body.get("source"))
+            if target is None or target not in state.modules:
+                target = state.manifest.get(child_key)
+                if target is None or target not in state.modules:
+                    source = str(body.get("source", ""))[:200]
+                    if not source.startswith(("./", "../")):  # a local module outside the scan stays silent
+                        state.warn(f"{file.path}:{line}: {prefix}module.{name} ({source}): not resolved "
+                                   "(run terraform init): its resources are not judged")
+                    continue
             if depth >= MAX_MODULE_DEPTH:
-                if warnings is not None:
-                    warnings.append(f"{file.path}:{line}: module.{name}: modules nested deeper than "
-                                    f"{MAX_MODULE_DEPTH}: not followed")
+                state.warn(f"{file.path}:{line}: module.{name}: modules nested deeper than "
+                           f"{MAX_MODULE_DEPTH}: not followed")
                 continue
-            args = {k: scope.resolve(v) for k, v in body.items() if k not in _META_ARGS}
-            where = f"{file.path}:{line} ({prefix}module.{name})"
-            yield from expand(modules, target, args, f"{prefix}module.{name}.", where,
-                              (*call_sites, (file.path, line)), depth + 1, warnings)
+            where = f"{file.path}:{line}: {prefix}module.{name}"
+            expanded = state.within_budget(instances(body, scope, where, state.warn), where)
+            for suffix, tables in expanded if expanded is not None else [("", {})]:
+                here = scope.for_instance(tables) if tables else scope
+                args = {k: here.resolve(v) for k, v in body.items() if k not in _META_ARGS}
+                call_name = f"{prefix}module.{name}{suffix}"
+                where = f"{file.path}:{line} ({call_name})"
+                yield from _expand(state, target, args, f"{call_name}.", child_key, where,
+                                   (*call_sites, (file.path, line)), depth + 1)
+
+
+# --- variables files and modules.json ----------------------------------------------------------------
+
+def is_auto_tfvars(name: str) -> bool:
+    """Files Terraform loads by itself from a root module's directory."""
+    return name in ("terraform.tfvars", "terraform.tfvars.json") or name.endswith((".auto.tfvars",
+                                                                                  ".auto.tfvars.json"))
+
+
+def tfvars_order(names: list[str]) -> list[str]:
+    """terraform.tfvars, terraform.tfvars.json, then *.auto.tfvars(.json) in lexical order."""
+    fixed = [n for n in ("terraform.tfvars", "terraform.tfvars.json") if n in names]
+    return fixed + sorted(n for n in names if n not in fixed)
+
+
+def parse_tfvars(text: str, path: str) -> dict[str, Any]:
+    """Variable values from a `.tfvars` (HCL attributes) or `.tfvars.json` (an object) file."""
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"not a valid variables file: not JSON: {str(exc)[:200]}") from None
+        if not isinstance(data, dict):
+            raise ParseError("not a valid variables file: JSON that is not an object")
+        return data
+    parsed = parse_hcl(text, path)
+    blocks = sorted({k[0] for k in parsed.lines})
+    if blocks:
+        raise ParseError(f"not a valid variables file: blocks are not allowed ({', '.join(blocks)[:100]})")
+    return dict(parsed.data)
+
+
+def cli_value(text: str) -> Any:
+    """A `--var NAME=VALUE` value: a list or object when it reads as an HCL literal, else the string
+    (Terraform converts strings to numbers and bools where a variable's type asks for them)."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return tf_expr.evaluate(stripped, tf_expr.lookup_in({}))
+        except (tf_expr.Unknown, tf_expr.ExprError):
+            return text
+    return text
+
+
+def read_manifest(text: str, directory: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """`.terraform/modules/modules.json` of the root module in `directory`: module key ->
+    (scanned-root-relative directory, source), and the entries refused, each with its reason
+    (a directory outside the scanned root, an absolute one, a malformed entry)."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"not valid JSON: {str(exc)[:200]}") from None
+    entries = data.get("Modules") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ParseError("no Modules list: not a modules.json written by terraform init")
+    found: dict[str, tuple[str, str]] = {}
+    refused: list[str] = []
+    for entry in entries[:10_000]:
+        if not isinstance(entry, dict):
+            refused.append("an entry that is not an object")
+            continue
+        key, where, source = entry.get("Key"), entry.get("Dir"), entry.get("Source", "")
+        if not isinstance(key, str) or not isinstance(where, str) or not key:
+            if key != "":
+                refused.append(f"entry {str(key)[:80]!r}: no Key or Dir")
+            continue
+        target = _inside(directory, where)
+        if target is None:
+            refused.append(f"module {key[:80]}: Dir {where[:200]!r} leaves the scanned root: not read")
+            continue
+        found[key] = (target, str(source)[:300])
+    return found, refused
+
+
+def _inside(directory: str, relative: str) -> str | None:
+    """`relative` joined to `directory` as a scanned-root-relative path, None when it escapes."""
+    if not relative or relative.startswith(("/", "\\")) or "\x00" in relative or re.match(r"^[A-Za-z]:", relative):
+        return None
+    parts: list[str] = [] if directory in ("", ".") else directory.split("/")
+    for part in relative.replace("\\", "/").split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts) or "."
 
 
 # --- plans -------------------------------------------------------------------------------------------

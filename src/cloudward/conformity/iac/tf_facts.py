@@ -10,6 +10,7 @@ the provider's documented default, because that is what `terraform apply` would 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ WORLD = frozenset({"0.0.0.0/0", "::/0"})
 # Ports crews scan for first: SSH, the Docker Engine API (plain and TLS), etcd, Redis, the kubelet.
 SENSITIVE_PORTS = (22, 2375, 2376, 2379, 6379, 10250)
 PUBLIC_ACLS = frozenset({"public-read", "public-read-write", "authenticated-read"})
+_BUCKET_REFERENCE = re.compile(r'\$\{aws_s3_bucket\.([A-Za-z_][A-Za-z0-9_-]*)(\[(?:"[^"]*"|[0-9]+)\])?')
 POLICY_RESOURCES = ("aws_iam_policy", "aws_iam_role_policy", "aws_iam_user_policy", "aws_iam_group_policy")
 
 
@@ -283,8 +285,10 @@ def _simple(resource: TfResource, context: Mapping[str, Any]) -> dict[str, Any] 
             facts["public_acl"] = acl in PUBLIC_ACLS
         name = attrs.get("bucket")
         facts["bucket"] = name if isinstance(name, str) else resource.name
+        instance = resource.name + resource.address.rsplit(f"{t}.{resource.name}", 1)[-1]  # b or b["logs"]
         facts["public_access_block"] = bool(context.get("account_public_access_block")) or (
             resource.name in context.get("blocked_buckets", set())
+            or instance in context.get("blocked_buckets", set())
             or (isinstance(name, str) and name in context.get("blocked_buckets", set())))
     elif t == "aws_s3_bucket_acl":
         acl = attrs.get("acl")
@@ -349,9 +353,11 @@ def tree_context(resources: list[TfResource]) -> dict[str, Any]:
             bucket = attrs.get("bucket")
             if isinstance(bucket, str):
                 blocked.add(bucket)
-                for prefix in ("${aws_s3_bucket.",):
-                    if bucket.startswith(prefix):
-                        blocked.add(bucket[len(prefix):].split(".", 1)[0])
+                reference = _BUCKET_REFERENCE.match(bucket)
+                if reference:
+                    # `aws_s3_bucket.b["logs"].id` guards that instance, `aws_s3_bucket.b.id` (or an
+                    # index only apply knows) every instance of b
+                    blocked.add(reference.group(1) + (reference.group(2) or ""))
         elif resource.type == "aws_s3_account_public_access_block":
             context["account_public_access_block"] = True
         elif resource.type == "aws_ebs_encryption_by_default" and flag(attrs, "enabled", True):
