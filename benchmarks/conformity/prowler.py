@@ -9,6 +9,12 @@ the same run and on the same account, alternately, N times each:
     prowler    .venv-prowler/bin/prowler aws --role <weak>/audit --region us-east-1 eu-west-1
                --service <the services both check> -M json-ocsf  (AWS_ENDPOINT_URL = moto)
 
+moto 5.2.5 (the newest release) serves neither SSM DescribeInstanceInformation nor AWS Backup
+ListBackupSelections, so cloudward talks to moto through tests/conformity/aws/missing_apis.py, a loopback
+proxy that answers those two from what the weak account planted (no agent, no plan) and forwards the
+rest. Prowler talks to moto directly (a proxy would only slow it down, flattering the ratio); without a
+backup plan or SSM data it reaches the same FAIL verdicts.
+
 Network: by default the whole benchmark re-runs itself in a fresh network namespace (`unshare -rn`,
 then `ip link set lo up`) where only loopback exists, so neither tool (nor moto) can reach anything
 beyond 127.0.0.1 — Prowler's version check and any other call out fail at once instead of leaking.
@@ -43,6 +49,7 @@ from _common import ROOT, machine, measure, today, write_section
 
 sys.path.insert(0, str(ROOT))
 from tests.conformity.aws import accounts
+from tests.conformity.aws.missing_apis import MotoPlus
 from tests.harness.services import start_process
 
 PROWLER = ROOT / ".venv-prowler" / "bin" / "prowler"
@@ -52,7 +59,8 @@ MOTO_ENV = {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "MOTO_EC2_LOAD_DEFAULT_AMI
 ROLE = f"arn:aws:iam::{accounts.WEAK}:role/audit"
 # cloudward's services and Prowler's names for the same: Prowler splits VPC (flow logs, subnets)
 # out of EC2, where cloudward's ec2 collector reads them, so `vpc` is included on its side.
-CLOUDWARD_SERVICES = ("ec2", "iam", "s3", "cloudtrail", "guardduty", "config", "kms", "lambda", "ecr", "eks", "rds")
+CLOUDWARD_SERVICES = ("ec2", "iam", "s3", "cloudtrail", "guardduty", "config", "kms", "lambda", "ecr", "eks", "rds",
+                      "organizations", "backup", "ssm")
 PROWLER_SERVICES = ("ec2", "vpc", "iam", "s3", "cloudtrail", "guardduty", "config", "kms", "awslambda", "ecr", "eks",
                     "rds")
 SECTION = "conformity-aws"
@@ -226,51 +234,41 @@ MAPPING: dict[str, tuple[str, ...]] = {
     "rds_instance_transport_encrypted": ("aws.rds.tls_not_required",),
     # Prowler asks RDS which versions it still lists; cloudward keeps the end-of-standard-support table
     "rds_instance_deprecated_engine_version": ("aws.rds.engine_version_unsupported",),
+    # hygiene, resilience and organization set-up: mostly info/low in cloudward, each rule saying so
+    "awslambda_function_inside_vpc": ("aws.lambda.not_in_vpc",),
+    "awslambda_function_no_dead_letter_queue": ("aws.lambda.no_dead_letter_queue",),
+    "cloudtrail_bedrock_logging_enabled": ("aws.cloudtrail.no_bedrock_logging",),
+    "config_delegated_admin_and_org_aggregator_all_regions": ("aws.config.no_org_aggregator",),
+    "guardduty_centrally_managed": ("aws.guardduty.not_centrally_managed",),
+    "guardduty_delegated_admin_enabled_all_regions": ("aws.guardduty.no_delegated_admin",),
+    # Prowler fails every account without SAML; cloudward only one whose people sign in as IAM users
+    "iam_check_saml_providers_sts": ("aws.iam.no_saml_provider",),
+    "iam_securityaudit_role_created": ("aws.iam.no_security_audit_role",),
+    # Prowler fails users with no MFA (any user) or a virtual one; cloudward: console users without MFA,
+    # and console users whose only MFA is virtual
+    "iam_user_hardware_mfa_enabled": ("aws.iam.user_virtual_mfa_only", "aws.iam.user_console_no_mfa"),
+    "iam_role_cross_service_confused_deputy_prevention": ("aws.iam.role_service_trust_no_source_condition",),
+    "ec2_networkacl_allow_ingress_any_port": ("aws.ec2.nacl_world_all_traffic",),
+    "ec2_ebs_volume_snapshots_exists": ("aws.ec2.volume_no_snapshot",),
+    "rds_instance_non_default_port": ("aws.rds.default_port",),
+    "rds_instance_critical_event_subscription": ("aws.rds.no_instance_event_subscription",),
+    "rds_instance_event_subscription_parameter_groups": ("aws.rds.no_parameter_group_event_subscription",),
+    "rds_instance_event_subscription_security_groups": ("aws.rds.no_security_group_event_subscription",),
+    "s3_bucket_cross_region_replication": ("aws.s3.bucket_no_cross_region_replication",),
+    "s3_bucket_event_notifications_enabled": ("aws.s3.bucket_no_event_notifications",),
+    "s3_bucket_lifecycle_enabled": ("aws.s3.bucket_no_lifecycle",),
+    "vpc_different_regions": ("aws.ec2.vpcs_single_region",),
+    "vpc_endpoint_for_ec2_enabled": ("aws.ec2.vpc_no_ec2_endpoint",),
+    "vpc_subnet_separate_private_public": ("aws.ec2.vpc_subnets_not_separated",),
+    # AWS Backup and Systems Manager (served to cloudward by tests/conformity/aws/missing_apis.py: moto has
+    # no ListBackupSelections nor DescribeInstanceInformation; the weak account has no plan and no agent)
+    "ec2_ebs_volume_protected_by_backup_plan": ("aws.backup.volume_not_protected",),
+    "rds_instance_protected_by_backup_plan": ("aws.backup.rds_not_protected",),
+    "ec2_instance_managed_by_ssm": ("aws.ssm.instance_not_managed",),
 }
 
-# --- Prowler checks cloudward deliberately does not follow, and why (shown in the gap list) ----------
+# --- Prowler checks with no cloudward rule, and why (shown in the gap list) ---------------------------
 DECLINED: dict[str, str] = {
-    # judgement calls: they would fire on the hardened account too, or name no weakness
-    "awslambda_function_inside_vpc": "not followed: a function outside a VPC is AWS's default and not a weakness; "
-                                     "a VPC is needed only to reach private resources",
-    "awslambda_function_no_dead_letter_queue": "not followed: a dead-letter queue is reliability, not security",
-    "cloudtrail_bedrock_logging_enabled": "not followed: Bedrock is outside the scanned services and unused here",
-    "config_delegated_admin_and_org_aggregator_all_regions": "not followed: needs AWS Organizations; fires on "
-                                                             "every standalone account",
-    "guardduty_centrally_managed": "not followed: needs AWS Organizations; fires on every standalone account "
-                                   "(GuardDuty being off is `aws.guardduty.not_enabled`)",
-    "guardduty_delegated_admin_enabled_all_regions": "not followed: needs AWS Organizations; fires on every "
-                                                     "standalone account",
-    "iam_check_saml_providers_sts": "not followed: having no SAML provider is not a weakness (IAM Identity Center "
-                                    "or no federation at all are fine)",
-    "iam_securityaudit_role_created": "not followed: a missing SecurityAudit role is an audit convenience, not a "
-                                      "weakness (CIS asks only for a support role: `aws.iam.no_support_role`)",
-    "iam_user_hardware_mfa_enabled": "not followed: CIS asks for hardware MFA on root only "
-                                     "(`aws.iam.root_no_hardware_mfa`); users without any MFA and a console "
-                                     "password are `aws.iam.user_console_no_mfa`",
-    "iam_role_cross_service_confused_deputy_prevention": "not followed: fires on every EC2 and Lambda execution "
-                                                         "role (the hardened account's too); those services assume "
-                                                         "a role only for resources it was passed to in this "
-                                                         "account, which `iam:PassRole` guards",
-    "ec2_networkacl_allow_ingress_any_port": "not followed: every default network ACL allows all traffic (the "
-                                             "hardened account's too); security groups are the control, and ACLs "
-                                             "open on 22/3389 are `aws.ec2.nacl_world_admin_ports`",
-    "ec2_ebs_volume_snapshots_exists": "not followed alone: a volume without a snapshot is judged with AWS Backup "
-                                       "coverage, which is not collected yet (see the backup-plan checks)",
-    "rds_instance_non_default_port": "not followed: a non-default port is obscurity, not a control",
-    "rds_instance_critical_event_subscription": "not followed: RDS event subscriptions are operations alerting",
-    "rds_instance_event_subscription_parameter_groups": "not followed: RDS event subscriptions are operations "
-                                                        "alerting (parameter changes are in CloudTrail)",
-    "rds_instance_event_subscription_security_groups": "not followed: DB security groups are EC2-Classic, retired "
-                                                       "in 2022",
-    "s3_bucket_cross_region_replication": "not followed: replication is resilience and cost, not security",
-    "s3_bucket_event_notifications_enabled": "not followed: event notifications are an integration choice",
-    "s3_bucket_lifecycle_enabled": "not followed: lifecycle rules are cost management",
-    "vpc_different_regions": "not followed: VPCs in several regions is an availability design choice",
-    "vpc_endpoint_for_ec2_enabled": "not followed: an EC2 API endpoint in every VPC is a design choice",
-    "vpc_subnet_separate_private_public": "not followed: fires on every default VPC; instances that have a public "
-                                          "IP are `aws.ec2.instance_public_ip`, subnets that hand them out "
-                                          "`aws.ec2.subnet_auto_public_ip`",
     # moto artifacts: nothing is wrong in the planted account
     "eks_cluster_network_policy_enabled": "moto artifact: moto returns no cluster security group, which real EKS "
                                           "always creates (the check says nothing about Kubernetes network "
@@ -279,13 +277,6 @@ DECLINED: dict[str, str] = {
                                "a VPC since EC2-Classic was retired",
     "rds_instance_certificate_expiration": "moto artifact: moto has no CA certificate for the instance, which "
                                            "Prowler reports as expired",
-    # real, and not collected yet
-    "ec2_instance_managed_by_ssm": "left: needs a Systems Manager collector (ssm:DescribeInstanceInformation), "
-                                   "which moto 5.2 does not serve",
-    "ec2_ebs_volume_protected_by_backup_plan": "left: needs an AWS Backup collector (backup:ListBackupSelections), "
-                                               "which moto 5.2 does not serve",
-    "rds_instance_protected_by_backup_plan": "left: needs an AWS Backup collector (backup:ListBackupSelections), "
-                                             "which moto 5.2 does not serve",
 }
 
 
@@ -430,6 +421,11 @@ PLANTS: tuple[Plant, ...] = (
     Plant("ECR registry on basic scanning", ("aws.ecr.basic_scanning",), ("ecr_registry_enhanced_scanning_enabled",)),
     Plant("Subnets hand out public IPs", ("aws.ec2.subnet_auto_public_ip",), ("vpc_subnet_no_public_ip_by_default",)),
     Plant("Instances with a public IP", ("aws.ec2.instance_public_ip",), ("ec2_instance_public_ip",)),
+    Plant("Console user whose only MFA is a virtual device", ("aws.iam.user_virtual_mfa_only",),
+          ("iam_user_hardware_mfa_enabled",), resource="ops-dave"),
+    Plant("Volumes in no AWS Backup plan", ("aws.backup.volume_not_protected",),
+          ("ec2_ebs_volume_protected_by_backup_plan",)),
+    Plant("Instances without the SSM agent", ("aws.ssm.instance_not_managed",), ("ec2_instance_managed_by_ssm",)),
 )
 
 
@@ -538,7 +534,9 @@ def render(cw_times: list[float], pw_times: list[float], rows: list[dict[str, An
         f"{', '.join(accounts.REGIONS)}); both tools assume the same audit role and read the same services "
         f"(cloudward: {', '.join(CLOUDWARD_SERVICES)}; Prowler {prowler_version}: `--service "
         f"{' '.join(PROWLER_SERVICES)}`, `vpc` being where Prowler keeps the flow-log and subnet checks that "
-        f"cloudward's ec2 collector covers). Runs alternate, {runs} each; "
+        f"cloudward's ec2 collector covers; cloudward also reads organizations, backup and ssm, through a loopback "
+        f"proxy that answers the two calls moto lacks, SSM DescribeInstanceInformation and Backup "
+        f"ListBackupSelections, and forwards the rest: its times include that hop). Runs alternate, {runs} each; "
         + ("everything ran in a network namespace of its own (`unshare -rn`, loopback only), so neither tool "
            "could reach beyond 127.0.0.1." if netns else "run without a network namespace (--no-netns)."),
         "",
@@ -619,7 +617,8 @@ def main() -> None:
         endpoint = f"http://{moto.host}:{moto.port}"
         saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        accounts.plant_weak(endpoint)
+        outside = accounts.OutsideMoto()
+        accounts.plant_weak(endpoint, outside)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -631,13 +630,14 @@ def main() -> None:
         pw_times: list[float] = []
         cw_report: dict[str, Any] = {}
         pw_findings: list[dict[str, Any]] = []
-        for i in range(args.runs):
-            seconds, cw_report, summary = run_cloudward(endpoint)
-            cw_times.append(seconds)
-            print(f"run {i + 1}: cloudward {seconds:.2f}s  ({summary})", flush=True)
-            seconds, pw_findings = run_prowler(endpoint, Path(tmp), f"run{i}")
-            pw_times.append(seconds)
-            print(f"run {i + 1}: prowler   {seconds:.2f}s  ({len(pw_findings)} results)", flush=True)
+        with MotoPlus(endpoint, outside) as plus:  # cloudward's view: moto + the two APIs it lacks
+            for i in range(args.runs):
+                seconds, cw_report, summary = run_cloudward(plus.url)
+                cw_times.append(seconds)
+                print(f"run {i + 1}: cloudward {seconds:.2f}s  ({summary})", flush=True)
+                seconds, pw_findings = run_prowler(endpoint, Path(tmp), f"run{i}")
+                pw_times.append(seconds)
+                print(f"run {i + 1}: prowler   {seconds:.2f}s  ({len(pw_findings)} results)", flush=True)
     cw, pw = cloudward_hits(cw_report), prowler_hits(pw_findings)
     rows = coverage(cw, pw)
     missing = gaps(cw, pw)

@@ -1,7 +1,8 @@
 """Two AWS accounts planted over HTTP in a moto server with boto3: a deliberately weak one (the failing
 case of each rule moto can represent) and a hardened one (the passing cases). Accounts are separated
-the way moto separates them: by assuming a role in the account's id. Shared by the tests and by
-benchmarks/conformity/prowler.py.
+the way moto separates them: by assuming a role in the account's id. What moto cannot hold (SSM
+managed instances, AWS Backup selections) is planted in an `OutsideMoto`, which missing_apis.py
+serves. Shared by the tests and by benchmarks/conformity/prowler.py.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import dataclass, field
 from typing import Any
 
 WEAK = "111111111111"
@@ -16,10 +18,21 @@ HARDENED = "222222222222"
 EMPTY = "333333333333"
 REGIONS = ("us-east-1", "eu-west-1")
 HOME = REGIONS[0]
-SECRET_VALUE = "hunter2-planted-secret-value"  # must never appear in a report
+SECRET_VALUE = "hunter2-planted-secret-value"
+REPLICA = "hardened-replica"  # in the second region: where the hardened buckets replicate to
+BUCKETS = ("hardened-data", "hardened-logs", REPLICA)  # must never appear in a report
 
 WORLD_PORTS = (22, 2375, 2376, 2379, 6379, 10250, 3389, 6443, 4040, 4243, 27017, 9200, 5432, 3306, 1433, 1521, 11211,
                5984, 8500, 8888, 23, 445, 21, 5900, 5601, 9042, 50070, 25)
+
+
+@dataclass
+class OutsideMoto:
+    """State for the APIs moto does not serve: account -> region -> managed instance ids, and
+    account -> backup plan id -> the plan's selections (GetBackupSelection's BackupSelection plus its id)."""
+
+    managed: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    selections: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
 
 
 def credentials(endpoint: str, account: str) -> dict[str, str]:
@@ -66,21 +79,30 @@ EC2_TRUST = _doc({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com
 LAMBDA_TRUST = _doc({"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"})
 
 
+def _service_trust(service: str, account: str) -> str:
+    """A service's trust limited to this account's resources (no cross-service confused deputy)."""
+    return _doc({"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole",
+                 "Condition": {"StringEquals": {"aws:SourceAccount": account}}})
+
+
 def _image(ec2: Any) -> str:
     mappings = [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8}}]
     return str(ec2.register_image(Name="base", RootDeviceName="/dev/sda1", Architecture="x86_64",
                                   BlockDeviceMappings=mappings)["ImageId"])
 
 
-def _profile(iam: Any, name: str, policy: str) -> str:
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=EC2_TRUST)
+def _profile(iam: Any, name: str, policy: str, trust: str = EC2_TRUST) -> str:
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)
     iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=policy)
     arn = iam.create_instance_profile(InstanceProfileName=f"{name}-profile")["InstanceProfile"]["Arn"]
     iam.add_role_to_instance_profile(InstanceProfileName=f"{name}-profile", RoleName=name)
     return str(arn)
 
 
-def plant_weak(endpoint: str) -> None:
+def plant_weak(endpoint: str, outside: OutsideMoto | None = None) -> None:
+    outside = outside if outside is not None else OutsideMoto()
+    outside.managed[WEAK] = {}  # no instance runs the SSM agent
+    outside.selections[WEAK] = {}  # and no backup plan exists
     c = Clients(endpoint, WEAK)
     iam = c("iam")
     # --- IAM
@@ -109,6 +131,11 @@ def plant_weak(endpoint: str) -> None:
     iam.attach_role_policy(RoleName="vendor", PolicyArn=esc)
     iam.attach_role_policy(RoleName="vendor", PolicyArn=s3all)
     admin_profile = _profile(iam, "app-admin", ADMIN_DOC)
+    iam.create_user(UserName="ops-dave")  # a console user whose MFA is an app on a phone
+    iam.create_login_profile(UserName="ops-dave", Password="An0ther-secret-pass!")
+    virtual = iam.create_virtual_mfa_device(VirtualMFADeviceName="ops-dave")["VirtualMFADevice"]["SerialNumber"]
+    iam.enable_mfa_device(UserName="ops-dave", SerialNumber=virtual, AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
     iam.update_account_password_policy(MinimumPasswordLength=8, RequireSymbols=False, RequireNumbers=False,
                                        RequireUppercaseCharacters=False, RequireLowercaseCharacters=False,
                                        PasswordReusePrevention=1)
@@ -208,7 +235,8 @@ def plant_weak(endpoint: str) -> None:
                                    "resourceTypes": ["AWS::EC2::Instance"]}})
 
 
-def plant_hardened(endpoint: str) -> None:
+def plant_hardened(endpoint: str, outside: OutsideMoto | None = None) -> None:
+    outside = outside if outside is not None else OutsideMoto()
     c = Clients(endpoint, HARDENED)
     iam = c("iam")
     block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
@@ -220,6 +248,16 @@ def plant_hardened(endpoint: str) -> None:
     iam.create_group(GroupName="readers")
     iam.attach_group_policy(GroupName="readers", PolicyArn="arn:aws:iam::aws:policy/ReadOnlyAccess")
     iam.add_user_to_group(GroupName="readers", UserName="alice")
+    iam.create_user(UserName="carol")  # a console user with a hardware token
+    iam.create_login_profile(UserName="carol", Password="Yet-an0ther-secret-pass!")
+    iam.enable_mfa_device(UserName="carol", SerialNumber="GAHT12345678", AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
+    iam.add_user_to_group(GroupName="readers", UserName="carol")
+    iam.create_saml_provider(Name="corp-idp", SAMLMetadataDocument="<EntityDescriptor>" + "x" * 1000 +
+                             "</EntityDescriptor>")
+    iam.create_role(RoleName="security-audit", AssumeRolePolicyDocument=_doc(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{HARDENED}:root"}, "Action": "sts:AssumeRole"}))
+    iam.attach_role_policy(RoleName="security-audit", PolicyArn="arn:aws:iam::aws:policy/SecurityAudit")
     scoped = iam.create_policy(PolicyName="scoped", PolicyDocument=_doc(
         {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::hardened-data/*"}))["Policy"]["Arn"]
     iam.create_role(RoleName="support", AssumeRolePolicyDocument=_doc(
@@ -230,16 +268,22 @@ def plant_hardened(endpoint: str) -> None:
          "Condition": {"StringEquals": {"sts:ExternalId": "per-customer-id"}}}))
     iam.attach_role_policy(RoleName="partner", PolicyArn=scoped)
     profile = _profile(iam, "app", _doc({"Effect": "Allow", "Action": "s3:GetObject",
-                                         "Resource": "arn:aws:s3:::hardened-data/*"}))
-    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=LAMBDA_TRUST)["Role"]["Arn"]
+                                         "Resource": "arn:aws:s3:::hardened-data/*"}),
+                       trust=_service_trust("ec2.amazonaws.com", HARDENED))
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=_service_trust("lambda.amazonaws.com",
+                                                                                  HARDENED))["Role"]["Arn"]
 
     c("s3control").put_public_access_block(AccountId=HARDENED, PublicAccessBlockConfiguration=block)
     s3 = c("s3")
     kms = c("kms")
     key = kms.create_key(Description="logs")["KeyMetadata"]["Arn"]
     kms.enable_key_rotation(KeyId=key)
-    for bucket in ("hardened-data", "hardened-logs"):
-        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    for bucket in BUCKETS:
+        if bucket == REPLICA:
+            c("s3", REGIONS[1]).create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True,
+                                              CreateBucketConfiguration={"LocationConstraint": REGIONS[1]})
+        else:
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
         s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
         s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
             {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
@@ -252,12 +296,26 @@ def plant_hardened(endpoint: str) -> None:
         delivery = {"Sid": "access-logs", "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"},
                     "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*",
                     "Condition": {"StringEquals": {"aws:SourceAccount": HARDENED}}}
-        s3.put_bucket_policy(Bucket=bucket, Policy=_doc(tls, delivery) if bucket == "hardened-logs" else _doc(tls))
+        logs_here = bucket in ("hardened-logs", REPLICA)
+        s3.put_bucket_policy(Bucket=bucket, Policy=_doc(tls, delivery) if logs_here else _doc(tls))
         s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
             "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
-    for bucket in ("hardened-data", "hardened-logs"):
+    for bucket in BUCKETS:
+        target = bucket if bucket == REPLICA else "hardened-logs"  # logs stay in the bucket's region
         s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": {
-            "TargetBucket": "hardened-logs", "TargetPrefix": f"{bucket}/"}})
+            "TargetBucket": target, "TargetPrefix": f"{bucket}/" if target != bucket else "access-logs/"}})
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [
+            {"ID": "old-versions", "Status": "Enabled", "Filter": {"Prefix": ""},
+             "NoncurrentVersionExpiration": {"NoncurrentDays": 90},
+             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}]})
+        region = REGIONS[1] if bucket == REPLICA else HOME  # moto does not return EventBridge settings: a queue
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+            {"QueueArn": f"arn:aws:sqs:{region}:{HARDENED}:bucket-events", "Events": ["s3:ObjectCreated:*"]}]})
+        if bucket != REPLICA:
+            s3.put_bucket_replication(Bucket=bucket, ReplicationConfiguration={
+                "Role": role, "Rules": [{"ID": "dr", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": ""},
+                                         "DeleteMarkerReplication": {"Status": "Disabled"},
+                                         "Destination": {"Bucket": f"arn:aws:s3:::{REPLICA}"}}]})
 
     ct = c("cloudtrail")
     ct.create_trail(Name="org-trail", S3BucketName="hardened-logs", IsMultiRegionTrail=True,
@@ -270,10 +328,6 @@ def plant_hardened(endpoint: str) -> None:
         "DataResources": [{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3"]},
                           {"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]}]}])
 
-    lam = c("lambda")
-    lam.create_function(FunctionName="good-fn", Runtime="python3.12", Role=role, Handler="app.handler",
-                        Code={"ZipFile": _zip()}, Environment={"Variables": {"LOG_LEVEL": "info"}},
-                        KMSKeyArn=key)
     ecr = c("ecr")
     ecr.create_repository(repositoryName="good-repo", imageTagMutability="IMMUTABLE",
                           imageScanningConfiguration={"scanOnPush": True},
@@ -299,7 +353,24 @@ def plant_hardened(endpoint: str) -> None:
                            PubliclyAccessible=False, StorageEncrypted=True, KmsKeyId=key, BackupRetentionPeriod=14,
                            MultiAZ=True, DeletionProtection=True, AutoMinorVersionUpgrade=True,
                            EnableIAMDatabaseAuthentication=True, CopyTagsToSnapshot=True, MonitoringInterval=60,
-                           MonitoringRoleArn=role, EnableCloudwatchLogsExports=["postgresql"])
+                           MonitoringRoleArn=role, EnableCloudwatchLogsExports=["postgresql"], Port=5433)
+    topic = f"arn:aws:sns:{HOME}:{HARDENED}:db-alerts"
+    for source, categories in (("db-instance", []), ("db-parameter-group", ["configuration change"]),
+                               ("db-security-group", ["failure", "configuration change"])):
+        rds.create_event_subscription(SubscriptionName=f"alerts-{source}", SnsTopicArn=topic, SourceType=source,
+                                      EventCategories=categories, Enabled=True)
+
+    # Organizations: this account manages one; a security account is the GuardDuty and Config admin
+    org = c("organizations")
+    org.create_organization(FeatureSet="ALL")
+    security = org.create_account(AccountName="security", Email="security@example.com")[
+        "CreateAccountStatus"]["AccountId"]
+    # real AWS delegates aggregators under config.amazonaws.com; moto accepts only the multi-account one
+    org.register_delegated_administrator(AccountId=security, ServicePrincipal="config-multiaccountsetup.amazonaws.com")
+    c("config").put_configuration_aggregator(ConfigurationAggregatorName="organization",
+                                             OrganizationAggregationSource={"RoleArn": role, "AllAwsRegions": True})
+    outside.managed[HARDENED] = {}
+    outside.selections[HARDENED] = {}
     rds.create_db_snapshot(DBInstanceIdentifier="good-db", DBSnapshotIdentifier="good-snap")
 
     for region in REGIONS:
@@ -322,23 +393,52 @@ def plant_hardened(endpoint: str) -> None:
                 ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=number, Protocol="6",
                                              RuleAction="deny", Egress=False, CidrBlock="0.0.0.0/0",
                                              PortRange={"From": port, "To": port})
+            # inbound: HTTPS and the ephemeral return range only, not every protocol
+            ec2.replace_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=100, Protocol="6",
+                                          RuleAction="allow", Egress=False, CidrBlock="0.0.0.0/0",
+                                          PortRange={"From": 443, "To": 443})
+            ec2.create_network_acl_entry(NetworkAclId=acl["NetworkAclId"], RuleNumber=110, Protocol="6",
+                                         RuleAction="allow", Egress=False, CidrBlock="0.0.0.0/0",
+                                         PortRange={"From": 1024, "To": 65535})
         for each in ec2.describe_subnets()["Subnets"]:  # default subnets hand out public IPs: not here
             if each.get("MapPublicIpOnLaunch"):
                 ec2.modify_subnet_attribute(SubnetId=each["SubnetId"], MapPublicIpOnLaunch={"Value": False})
-        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[sg],
+        # a public tier next to the private one; the EC2 API through an endpoint
+        igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.2.0/24")["Subnet"]["SubnetId"]
+        table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+        ec2.associate_route_table(RouteTableId=table, SubnetId=public)
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{region}.ec2", VpcEndpointType="Interface",
+                                SubnetIds=[subnet], SecurityGroupIds=[sg])
+        instance = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=[sg],
                           IamInstanceProfile={"Arn": profile}, Monitoring={"Enabled": True},
                           MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
                           BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
-                                                "Ebs": {"VolumeSize": 8, "Encrypted": True}}])
+                                                "Ebs": {"VolumeSize": 8, "Encrypted": True}}])["Instances"][0]
+        outside.managed[HARDENED][region] = [instance["InstanceId"]]  # the SSM agent reports in
         ec2.deregister_image(ImageId=image)  # moto gives registered images an unencrypted snapshot
         for snap in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]:
             ec2.delete_snapshot(SnapshotId=snap["SnapshotId"])
-        vol = ec2.create_volume(AvailabilityZone=f"{region}a", Size=1, Encrypted=True)["VolumeId"]
-        ec2.create_snapshot(VolumeId=vol)
+        ec2.create_volume(AvailabilityZone=f"{region}a", Size=1, Encrypted=True)
+        for volume in ec2.describe_volumes()["Volumes"]:  # every volume has a snapshot, the root ones too
+            ec2.create_snapshot(VolumeId=volume["VolumeId"])
         vpcs = [v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]]
         ec2.create_flow_logs(ResourceIds=vpcs, ResourceType="VPC", TrafficType="ALL", LogDestinationType="s3",
                              LogDestination="arn:aws:s3:::hardened-logs")
-        c("guardduty", region).create_detector(Enable=True)
+        guardduty = c("guardduty", region)
+        guardduty.create_detector(Enable=True)
+        # the management account administers GuardDuty itself (allowed, if not the recommended set-up): moto's
+        # GetAdministratorAccount answers in a casing botocore does not read, so a member's view cannot be shown
+        guardduty.enable_organization_admin_account(AdminAccountId=HARDENED)
+        plan = c("backup", region).create_backup_plan(BackupPlan={"BackupPlanName": "daily", "Rules": [
+            {"RuleName": "daily", "TargetBackupVaultName": "Default", "ScheduleExpression": "cron(0 5 * * ? *)",
+             "Lifecycle": {"DeleteAfterDays": 35}}]})["BackupPlanId"]
+        outside.selections[HARDENED][plan] = [{
+            "SelectionId": f"sel-{region}", "SelectionName": "everything", "IamRoleArn": role,
+            "Resources": ["arn:aws:ec2:*:*:volume/*", "arn:aws:rds:*:*:db:*"], "NotResources": [],
+            "ListOfTags": []}]
         cfg = c("config", region)
         cfg.put_configuration_recorder(ConfigurationRecorder={
             "name": "default", "roleARN": role,
@@ -346,5 +446,24 @@ def plant_hardened(endpoint: str) -> None:
         cfg.put_delivery_channel(DeliveryChannel={"name": "default", "s3BucketName": "hardened-logs"})
         cfg.start_configuration_recorder(ConfigurationRecorderName="default")
         kms_here = c("kms", region)
-        for key in kms_here.list_keys()["Keys"]:  # keys other services made for us rotate too
-            kms_here.enable_key_rotation(KeyId=key["KeyId"])
+        for made in kms_here.list_keys()["Keys"]:  # keys other services made for us rotate too
+            kms_here.enable_key_rotation(KeyId=made["KeyId"])
+    _plant_hardened_function(c, role, key)
+
+
+def _plant_hardened_function(c: Clients, role: str, key: str) -> None:
+    """The hardened function: in the VPC's private subnet, with a dead-letter queue (which moto drops) and
+    a KMS key."""
+    ec2 = c("ec2")
+    vpc = next(v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"] if not v.get("IsDefault"))
+    subnet = next(s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+                  if s["CidrBlock"] == "10.20.1.0/24")
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                   {"Name": "group-name", "Values": ["app"]}])["SecurityGroups"]
+    sg = groups[0]["GroupId"]
+    queue = c("sqs").create_queue(QueueName="good-fn-dlq")["QueueUrl"]
+    dlq = c("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    c("lambda").create_function(FunctionName="good-fn", Runtime="python3.12", Role=role, Handler="app.handler",
+                                Code={"ZipFile": _zip()}, Environment={"Variables": {"LOG_LEVEL": "info"}},
+                                KMSKeyArn=key, VpcConfig={"SubnetIds": [subnet], "SecurityGroupIds": [sg]},
+                                DeadLetterConfig={"TargetArn": dlq})

@@ -44,6 +44,7 @@ HAND_BUILT: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {
 NEGATIVE_ONLY: dict[str, tuple[str, dict[str, Any]]] = {
     "aws.iam.root_no_mfa": ("root_account", ROOT_OK),
     "aws.s3.bucket_no_mfa_delete": ("s3_bucket", {"versioning": True, "mfa_delete": True}),
+    "aws.lambda.no_dead_letter_queue": ("lambda_function", {"dead_letter_queue": True}),
 }
 
 

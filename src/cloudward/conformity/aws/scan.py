@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudward.conformity.aws import joins
 from cloudward.conformity.aws.collectors import ALIASES, COLLECTORS
 from cloudward.conformity.aws.collectors._base import Context
 from cloudward.conformity.aws.model import GLOBAL, CollectError, Collector, Resource, UnitResult, dedupe, unit_scope
@@ -159,6 +160,11 @@ def link(resources: list[Resource]) -> list[Resource]:
         region.facts["logging_trails"] = sorted(t.id for t in covering)
         region.facts["logged"] = bool(covering)
     extra: list[Resource] = []
+    joins.s3_replication(by_type)
+    extra += joins.vpc_regions(by_type)
+    extra += joins.backup_coverage(by_type)
+    extra += joins.ssm_coverage(by_type)
+    extra += joins.organization_wide(by_type)
     if by_type.get("cloudtrail_region"):
         sample = by_type["cloudtrail_region"][0]
         good = [t.id for t in logging if t.facts.get("multi_region") and t.facts.get("management_events_all", True)]
@@ -167,6 +173,8 @@ def link(resources: list[Resource]) -> list[Resource]:
         wide = [t for t in logging if t.facts.get("multi_region")]
         events = {fact: sorted(t.id for t in wide if t.facts.get(fact))
                   for fact in ("s3_object_read_events", "s3_object_write_events", "lambda_invoke_events")}
+        # Bedrock calls count on any logging trail that records them (Prowler's reading too)
+        events["bedrock_events"] = sorted(t.id for t in logging if t.facts.get("bedrock_events"))
         extra.append(Resource(service="cloudtrail", type="cloudtrail_account", id=sample.account, region=GLOBAL,
                               account=sample.account, arn=f"arn:aws:cloudtrail::{sample.account}:account",
                               facts={"multi_region_logging_trails": sorted(good),

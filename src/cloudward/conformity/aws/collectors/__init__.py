@@ -3,7 +3,22 @@ rule. A collector describes resources as facts and never judges them."""
 
 from __future__ import annotations
 
-from cloudward.conformity.aws.collectors import cloudtrail, config, ec2, ecr, eks, guardduty, iam, kms, lambda_, rds, s3
+from cloudward.conformity.aws.collectors import (
+    backup,
+    cloudtrail,
+    config,
+    ec2,
+    ecr,
+    eks,
+    guardduty,
+    iam,
+    kms,
+    lambda_,
+    organizations,
+    rds,
+    s3,
+    ssm,
+)
 from cloudward.conformity.aws.model import Collector
 
 COLLECTORS: dict[str, Collector] = {c.service: c for c in (
@@ -18,6 +33,9 @@ COLLECTORS: dict[str, Collector] = {c.service: c for c in (
     Collector("ecr", ecr.collect, needs=("ecr",)),
     Collector("eks", eks.collect, needs=("eks",)),
     Collector("rds", rds.collect, needs=("rds",)),
+    Collector("organizations", organizations.collect, regional=False, needs=("organizations",)),
+    Collector("backup", backup.collect, needs=("backup",)),
+    Collector("ssm", ssm.collect, needs=("ssm",)),
 )}
 ALIASES = {"vpc": "ec2", "ebs": "ec2", "awslambda": "lambda"}
 

@@ -158,6 +158,11 @@ def statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in value if isinstance(s, dict)] if isinstance(value, list) else []
 
 
+def tag_map(tags: Any) -> dict[str, str]:
+    """An EC2/RDS tag list ([{Key, Value}]) as a dict."""
+    return {str(t.get("Key")): str(t.get("Value", "")) for t in tags or [] if isinstance(t, dict) and t.get("Key")}
+
+
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []

@@ -1,6 +1,7 @@
 """CloudTrail, per region: the trails whose home is this region (multi-region, logging, log file
 validation, KMS, CloudWatch Logs, management events, which data events: S3 object reads and writes, Lambda
-invocations) and a region record; which regions are really covered by a logging trail, and whether any
+invocations; whether Amazon Bedrock API calls are recorded)
+and a region record; which regions are really covered by a logging trail, and whether any
 logging trail records those data events, is decided after every region is collected (see `scan.link`)."""
 
 from __future__ import annotations
@@ -49,6 +50,31 @@ def data_events(selectors: dict[str, Any], partition: str = "aws") -> dict[str, 
     return {"s3_object_read_events": read, "s3_object_write_events": write, "lambda_invoke_events": invoke}
 
 
+BEDROCK_TYPES = ("AWS::Bedrock::Model", "AWS::Bedrock::AgentAlias", "AWS::Bedrock::KnowledgeBase",
+                 "AWS::Bedrock::FlowAlias", "AWS::Bedrock::Guardrail", "AWS::Bedrock::InlineAgent",
+                 "AWS::Bedrock::PromptVersion", "AWS::Bedrock::AsyncInvoke")
+
+
+def records_bedrock(selectors: dict[str, Any]) -> bool:
+    """Are Bedrock API calls recorded: management write events (control plane: model access, agents,
+    guardrails), or an advanced data selector on a Bedrock resource type (invocations)?"""
+    for sel in selectors.get("EventSelectors") or []:
+        if sel.get("IncludeManagementEvents", True) and sel.get("ReadWriteType", "All") in ("All", "WriteOnly"):
+            return True
+    for sel in selectors.get("AdvancedEventSelectors") or []:
+        fields = {str(f.get("Field")): f for f in sel.get("FieldSelectors") or []}
+        category = list((fields.get("eventCategory") or {}).get("Equals") or [])
+        only = [str(v).lower() for v in (fields.get("readOnly") or {}).get("Equals") or []]
+        sources = list((fields.get("eventSource") or {}).get("Equals") or [])
+        if "Management" in category and (not only or "false" in only) and (
+                not sources or "bedrock.amazonaws.com" in sources):
+            return True
+        kinds = list((fields.get("resources.type") or {}).get("Equals") or [])
+        if "Data" in category and any(k in BEDROCK_TYPES for k in kinds):
+            return True
+    return False
+
+
 def collect(ctx: Context) -> None:
     ct = ctx.client("cloudtrail")
     answer = ctx.call(ct, "describe_trails", includeShadowTrails=True) or {}
@@ -74,6 +100,8 @@ def collect(ctx: Context) -> None:
             management = bool(selectors.get("AdvancedEventSelectors")) or any(
                 s.get("IncludeManagementEvents", True) and s.get("ReadWriteType", "All") == "All" for s in basic)
             return {"logging": bool(state.get("IsLogging")), "management_events_all": management or not basic,
+                    "bedrock_events": records_bedrock(selectors) if (basic or selectors.get("AdvancedEventSelectors"))
+                    else True,  # no selectors at all: the default, every management event
                     **data_events(selectors, ctx.partition)}
 
         res.facts.update(ctx.guarded(res.path, status, {}))

@@ -1,4 +1,5 @@
-"""AWS Config, per region: recorders, whether they record, and what."""
+"""AWS Config, per region: recorders, whether they record, and what; aggregators and whether they
+gather the whole organization from every region."""
 
 from __future__ import annotations
 
@@ -16,4 +17,14 @@ def collect(ctx: Context) -> None:
             recorder_present=bool(recorders), recording=recording,
             all_supported=any(g.get("allSupported", True) for g in groups),
             include_global_resources=any(g.get("includeGlobalResourceTypes", False) for g in groups),
-            last_status=[str(s.get("lastStatus", "")) for s in statuses])
+            last_status=[str(s.get("lastStatus", "")) for s in statuses],
+            org_aggregators_all_regions=_org_aggregators(ctx, cfg))
+
+
+def _org_aggregators(ctx: Context, cfg: object) -> list[str]:
+    names = []
+    for agg in ctx.pages(cfg, "describe_configuration_aggregators", "ConfigurationAggregators"):
+        source = agg.get("OrganizationAggregationSource") or {}
+        if source and source.get("AllAwsRegions"):
+            names.append(str(agg.get("ConfigurationAggregatorName", "")))
+    return sorted(names)

@@ -1,12 +1,15 @@
 """EC2 and VPC: instances (metadata options), security groups (ingress expanded to port ranges and
-sources), network ACLs, EBS volumes, snapshots and default encryption, owned AMIs, VPC flow logs, and
-subnets (whether instances launched there get a public IP without asking)."""
+sources), network ACLs, EBS volumes (and whether any snapshot of them exists), snapshots and default
+encryption, owned AMIs, VPC flow logs and endpoints, and subnets (whether instances launched there get a
+public IP without asking, and whether their route table leads to an internet gateway)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from cloudward.conformity.aws.collectors._base import Context
+from cloudward.conformity.aws.collectors._base import Context, tag_map
+from cloudward.conformity.aws.model import Resource
 
 WORLD = ("0.0.0.0/0", "::/0")
 
@@ -146,14 +149,18 @@ def collect(ctx: Context) -> None:
                     detailed_monitoring=(inst.get("Monitoring") or {}).get("State") == "enabled",
                     volume_ids=[(b.get("Ebs") or {}).get("VolumeId") for b in inst.get("BlockDeviceMappings", [])])
 
+    volumes: dict[str, Resource] = {}
     for volume in ctx.pages(ec2, "describe_volumes", "Volumes"):
         vid = str(volume["VolumeId"])
-        ctx.add("volume", vid, ctx.arn("ec2", f"volume/{vid}"), encrypted=bool(volume.get("Encrypted")),
-                state=volume.get("State", ""), attached=bool(volume.get("Attachments")),
-                size_gib=volume.get("Size"), customer_key=bool(volume.get("KmsKeyId")))
+        volumes[vid] = ctx.add("volume", vid, ctx.arn("ec2", f"volume/{vid}"), encrypted=bool(volume.get("Encrypted")),
+                               state=volume.get("State", ""), attached=bool(volume.get("Attachments")),
+                               size_gib=volume.get("Size"), customer_key=bool(volume.get("KmsKeyId")),
+                               tags=tag_map(volume.get("Tags")), has_snapshot=False)
 
     for snap in ctx.pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"]):
         sid = str(snap["SnapshotId"])
+        if str(snap.get("VolumeId", "")) in volumes:
+            volumes[str(snap["VolumeId"])].facts["has_snapshot"] = True
         res = ctx.add("snapshot", sid, ctx.arn("ec2", f"snapshot/{sid}", region=region),
                       encrypted=bool(snap.get("Encrypted")), volume_id=snap.get("VolumeId", ""))
 
@@ -177,23 +184,65 @@ def collect(ctx: Context) -> None:
 
     flows = ctx.pages(ec2, "describe_flow_logs", "FlowLogs")
     logged = {f.get("ResourceId") for f in flows if f.get("FlowLogStatus", "ACTIVE") == "ACTIVE"}
+    endpoints: dict[str, list[str]] = {}
+    for endpoint in ctx.pages(ec2, "describe_vpc_endpoints", "VpcEndpoints"):
+        if str(endpoint.get("State", "available")).lower() in ("available", "pending", "pendingacceptance"):
+            endpoints.setdefault(str(endpoint.get("VpcId", "")), []).append(str(endpoint.get("ServiceName", "")))
+    public_subnets = _public_subnets(ctx.pages(ec2, "describe_route_tables", "RouteTables"))
+    subnets = ctx.pages(ec2, "describe_subnets", "Subnets")
     for vpc in ctx.pages(ec2, "describe_vpcs", "Vpcs"):
         vid = str(vpc["VpcId"])
+        mine = [s for s in subnets if s.get("VpcId") == vid]
+        public = [str(s["SubnetId"]) for s in mine if public_subnets(vid, str(s["SubnetId"]))]
+        services = sorted(endpoints.get(vid, []))
         ctx.add("vpc", vid, ctx.arn("ec2", f"vpc/{vid}"), is_default=bool(vpc.get("IsDefault")),
                 flow_logs_enabled=vid in logged, interfaces=vpc_users.get(vid, 0),
-                in_use=vpc_users.get(vid, 0) > 0, cidr=vpc.get("CidrBlock", ""))
+                in_use=vpc_users.get(vid, 0) > 0, cidr=vpc.get("CidrBlock", ""),
+                endpoint_services=services, ec2_endpoint=any(s.rsplit(".", 1)[-1] == "ec2" for s in services),
+                subnet_count=len(mine), public_subnet_count=len(public),
+                private_subnet_count=len(mine) - len(public))
 
-    for subnet in ctx.pages(ec2, "describe_subnets", "Subnets"):
+    for subnet in subnets:
         sid = str(subnet["SubnetId"])
         ctx.add("subnet", sid, str(subnet.get("SubnetArn") or ctx.arn("ec2", f"subnet/{sid}")),
                 vpc_id=subnet.get("VpcId", ""), cidr=subnet.get("CidrBlock", ""),
                 default_for_az=bool(subnet.get("DefaultForAz")),
                 auto_public_ip=bool(subnet.get("MapPublicIpOnLaunch")),
-                auto_ipv6=bool(subnet.get("AssignIpv6AddressOnCreation")))
+                auto_ipv6=bool(subnet.get("AssignIpv6AddressOnCreation")),
+                routes_to_internet=public_subnets(str(subnet.get("VpcId", "")), sid))
 
     for acl in ctx.pages(ec2, "describe_network_acls", "NetworkAcls"):
         aid = str(acl["NetworkAclId"])
         entries = acl.get("Entries", [])
         open_ports = [p for p in (22, 3389) if nacl_world_open(entries, p)]
         ctx.add("network_acl", aid, ctx.arn("ec2", f"network-acl/{aid}"), vpc_id=acl.get("VpcId", ""),
-                is_default=bool(acl.get("IsDefault")), world_open_admin_ports=open_ports)
+                is_default=bool(acl.get("IsDefault")), world_open_admin_ports=open_ports,
+                world_open_all_traffic=nacl_world_open_all(entries),
+                associated_subnets=len(acl.get("Associations") or []))
+
+
+def _public_subnets(tables: list[dict[str, Any]]) -> Callable[[str, str], bool]:
+    """Whether a subnet's route table (its own association, else its VPC's main table) sends
+    0.0.0.0/0 or ::/0 to an internet gateway: what makes a subnet public."""
+    explicit: dict[str, bool] = {}
+    main: dict[str, bool] = {}
+    for table in tables:
+        to_igw = any(str(r.get("GatewayId", "")).startswith("igw-") and
+                     (r.get("DestinationCidrBlock") in WORLD or r.get("DestinationIpv6CidrBlock") in WORLD)
+                     for r in table.get("Routes") or [])
+        for assoc in table.get("Associations") or []:
+            if assoc.get("SubnetId"):
+                explicit[str(assoc["SubnetId"])] = to_igw
+            elif assoc.get("Main"):
+                main[str(table.get("VpcId", ""))] = to_igw
+    return lambda vpc_id, subnet_id: explicit.get(subnet_id, main.get(vpc_id, False))
+
+
+def nacl_world_open_all(entries: list[dict[str, Any]]) -> bool:
+    """Does the ACL let every protocol and port in from the world? The first all-protocol rule (in
+    number order) with a world source decides, as AWS applies them."""
+    inbound = sorted((e for e in entries if not e.get("Egress")), key=lambda e: int(e.get("RuleNumber", 32767)))
+    for entry in inbound:
+        if (entry.get("CidrBlock") or entry.get("Ipv6CidrBlock")) in WORLD and str(entry.get("Protocol")) == "-1":
+            return entry.get("RuleAction") == "allow"
+    return False

@@ -1,6 +1,7 @@
-"""IAM (global): users and their access keys, MFA and console use; roles and their trust; customer
-policies; instance profiles and whether their role is admin-equivalent; the password policy; the
-root account (access keys and MFA from the account summary and the credential report).
+"""IAM (global): users and their access keys, MFA (hardware or virtual) and console use; roles and their
+trust (including service trust without a source condition); customer policies; instance profiles and
+whether their role is admin-equivalent; the password policy; the root account (access keys and MFA from
+the account summary and the credential report); SAML providers and the SecurityAudit role.
 
 Access key ids are shown only as their last four characters; secrets are never read.
 """
@@ -23,6 +24,9 @@ from cloudward.conformity.aws.collectors._base import (
 
 ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
 SUPPORT_POLICY = "arn:aws:iam::aws:policy/AWSSupportAccess"
+AUDIT_POLICY = "arn:aws:iam::aws:policy/SecurityAudit"
+# Condition keys that tie a service's use of a role to this account's resources (confused deputy).
+SOURCE_KEYS = frozenset({"aws:sourceaccount", "aws:sourcearn", "aws:sourceorgid", "aws:sourceorgpaths"})
 # Actions that let a principal give itself more power when granted on every resource.
 ESCALATION = ("iam:passrole", "iam:createpolicyversion", "iam:setdefaultpolicyversion", "iam:attachuserpolicy",
               "iam:attachrolepolicy", "iam:attachgrouppolicy", "iam:putuserpolicy", "iam:putrolepolicy",
@@ -86,6 +90,7 @@ def _trust_facts(doc: dict[str, Any], account: str) -> dict[str, Any]:
     public = False
     cross: list[str] = []
     services: list[str] = []
+    unguarded: list[str] = []
     for stmt in statements(doc):
         if stmt.get("Effect") != "Allow":
             continue
@@ -97,7 +102,11 @@ def _trust_facts(doc: dict[str, Any], account: str) -> dict[str, Any]:
             aws = ["*"]
         elif isinstance(principal, dict):
             aws = [str(p) for p in as_list(principal.get("AWS"))]
-            services += [str(s) for s in as_list(principal.get("Service"))]
+            named = [str(s) for s in as_list(principal.get("Service"))]
+            services += named
+            actions = {str(a).lower() for a in as_list(stmt.get("Action"))}
+            if named and actions & {"sts:assumerole", "sts:*", "*"} and not keys & SOURCE_KEYS:
+                unguarded += named
         if "*" in aws and not keys & {"aws:principalorgid", "aws:principalaccount", "aws:principalarn",
                                       "aws:sourceaccount", "sts:externalid"}:
             public = True
@@ -106,7 +115,7 @@ def _trust_facts(doc: dict[str, Any], account: str) -> dict[str, Any]:
             if other and other != account and "sts:externalid" not in keys:
                 cross.append(other)
     return {"trust_public": public, "trusted_accounts_without_external_id": sorted(set(cross)),
-            "trusted_services": sorted(set(services))}
+            "trusted_services": sorted(set(services)), "services_without_source_condition": sorted(set(unguarded))}
 
 
 def collect(ctx: Context) -> None:
@@ -156,6 +165,7 @@ def collect(ctx: Context) -> None:
             password_used = days_since(user.get("PasswordLastUsed"))
             return {
                 "console_access": console, "mfa_enabled": bool(mfa), "access_keys": keys,
+                "mfa_hardware": any(not _virtual_mfa(str(d.get("SerialNumber", ""))) for d in mfa),
                 "active_key_count": len(active),
                 "max_active_key_age_days": max((k["age_days"] or 0 for k in active), default=None),
                 "max_active_key_unused_days": max((k["unused_days"] or 0 for k in active), default=None),
@@ -227,10 +237,21 @@ def _account(ctx: Context, iam: Any, roles: dict[str, list[str]]) -> None:
     root.facts["hardware_mfa"] = root.facts["mfa_enabled"] and not root.facts["virtual_mfa"]
 
     support = ctx.call(iam, "list_entities_for_policy", PolicyArn=SUPPORT_POLICY)
+    audit = ctx.call(iam, "list_entities_for_policy", PolicyArn=AUDIT_POLICY, EntityFilter="Role")
+    saml = (ctx.call(iam, "list_saml_providers") or {}).get("SAMLProviderList", []) or []
+    console_users = [r.id for r in ctx.result.resources if r.type == "iam_user" and r.facts.get("console_access")]
     ctx.add("iam_account", ctx.account, f"arn:{ctx.partition}:iam::{ctx.account}:account",
             support_role_present=bool(support and (support.get("PolicyRoles") or support.get("PolicyUsers")
                                                    or support.get("PolicyGroups"))),
-            admin_role_count=sum(1 for v in roles.values() if v))
+            admin_role_count=sum(1 for v in roles.values() if v),
+            security_audit_roles=sorted(str(r.get("RoleName")) for r in (audit or {}).get("PolicyRoles", []) or []),
+            saml_provider_count=len(saml), console_user_count=len(console_users))
+
+
+def _virtual_mfa(serial: str) -> bool:
+    """Virtual and SMS devices are named by an ARN (…:mfa/NAME); hardware tokens by a serial number and
+    FIDO keys by a …:u2f/ ARN."""
+    return ":mfa/" in serial or ":sms-mfa/" in serial
 
 
 def _credential_report(ctx: Context, iam: Any) -> list[dict[str, str]]:

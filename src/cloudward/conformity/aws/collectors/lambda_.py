@@ -1,5 +1,6 @@
-"""Lambda, per region: runtime (deprecated or not), function URL auth, resource policy, and the
-*names* of environment variables that look like secrets (values are never kept)."""
+"""Lambda, per region: runtime (deprecated or not), function URL auth, resource policy, VPC and
+dead-letter configuration, and the *names* of environment variables that look like secrets (values are
+never kept)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def collect(ctx: Context) -> None:
                       secret_env_names=[n for n in names if SECRET_NAME.search(n)],
                       in_vpc=bool((fn.get("VpcConfig") or {}).get("SubnetIds")),
                       tracing=(fn.get("TracingConfig") or {}).get("Mode", "PassThrough"),
-                      env_kms_key=bool(fn.get("KMSKeyArn")))
+                      env_kms_key=bool(fn.get("KMSKeyArn")),
+                      dead_letter_queue=bool((fn.get("DeadLetterConfig") or {}).get("TargetArn")))
 
         def access(name: str = name) -> dict[str, Any]:
             url = ctx.call(lam, "get_function_url_config", FunctionName=name)

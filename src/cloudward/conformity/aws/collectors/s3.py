@@ -1,6 +1,7 @@
 """S3 (listed once for the account): each bucket's ACL, policy, public access block, default
-encryption, versioning, access logging, object lock and object ownership (whether ACLs still apply), and
-the account-wide public access block."""
+encryption, versioning, access logging, object lock, object ownership (whether ACLs still apply),
+lifecycle rules, replication destinations and event notifications, and the account-wide public access
+block. Whether a replica sits in another region is decided after every bucket is known (`scan.link`)."""
 
 from __future__ import annotations
 
@@ -96,4 +97,25 @@ def _bucket(ctx: Context, s3: Any, name: str, account_block: dict[str, bool]) ->
               ((ownership or {}).get("OwnershipControls") or {}).get("Rules", []) or []]
     facts["object_ownership"] = owners[0] if owners else "ObjectWriter"  # no controls: ACLs in force
     facts["acls_enabled"] = facts["object_ownership"] != "BucketOwnerEnforced"
+    facts.update(_resilience(ctx, s3, name))
     return facts
+
+
+def _resilience(ctx: Context, s3: Any, name: str) -> dict[str, Any]:
+    """Lifecycle rules, replication destinations and event notifications: hygiene, not exposure."""
+    lifecycle = ctx.call(s3, "get_bucket_lifecycle_configuration", Bucket=name) or {}
+    enabled = [r for r in lifecycle.get("Rules", []) or [] if r.get("Status") == "Enabled"]
+    replication = ctx.call(s3, "get_bucket_replication", Bucket=name,
+                           missing_ok=("ReplicationConfigurationNotFoundError", "NoSuchBucket")) or {}
+    rules = (replication.get("ReplicationConfiguration") or {}).get("Rules", []) or []
+    prefix = f"arn:{ctx.partition}:s3:::"
+    targets_of = [str((r.get("Destination") or {}).get("Bucket", "")) for r in rules if r.get("Status") == "Enabled"]
+    destinations = sorted({t.removeprefix(prefix) for t in targets_of if t})
+    notes = ctx.call(s3, "get_bucket_notification_configuration", Bucket=name) or {}
+    kinds = ("TopicConfigurations", "QueueConfigurations", "LambdaFunctionConfigurations")
+    targets = [k for k in kinds if notes.get(k)]
+    if "EventBridgeConfiguration" in notes:
+        targets.append("EventBridge")
+    return {"lifecycle_rule_count": len(enabled), "lifecycle": bool(enabled),
+            "replication_destinations": destinations, "event_notification_targets": targets,
+            "event_notifications": bool(targets)}
