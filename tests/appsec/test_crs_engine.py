@@ -155,7 +155,7 @@ def test_benign_requests_reach_the_app(pl1: Service, method: str, path: str, kwa
     assert answer.headers["x-app"] == "yes" and len(calls(pl1)) == before + 1
 
 
-PL2_ONLY = {"var": "DROP sampletable;--"}  # CRS regression test 942440-1: rule 942440 is paranoia level 2
+PL2_ONLY = {"var2": "LIKE NULL"}  # CRS regression test 942120-1: rule 942120 is paranoia level 2
 
 
 def test_paranoia_level_2_blocks_what_level_1_passes(pl1: Service, pl2: Service) -> None:
@@ -167,7 +167,7 @@ def test_paranoia_level_2_blocks_what_level_1_passes(pl1: Service, pl2: Service)
     assert refused.status_code == 403
     crs = [f for f in recorded(pl2, refused.headers["x-cloudward-incident"]) if f["rule_id"] == "appsec.crs"]
     assert crs and crs[0]["evidence"]["detail"].startswith("CRS PL2 blocked")
-    assert "942440" in crs[0]["evidence"]["detail"]
+    assert "942120" in crs[0]["evidence"]["detail"]
 
 
 def test_monitor_route_records_without_blocking(pl1: Service) -> None:

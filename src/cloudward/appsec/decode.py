@@ -3,9 +3,9 @@
 
 An attacker encodes a payload so that a filter looking at the raw bytes misses it and the
 application, which decodes, still runs it. So each value is judged in several forms: as received,
-URL-decoded once more (double encoding), with IIS-style `%uXXXX` escapes, with HTML entities and
-JavaScript/JSON `\\uXXXX` escapes resolved, overlong UTF-8 folded, and — only where a policy marks a
-location as base64 — base64-decoded.
+URL-decoded once more (double encoding; with `+` as a blank too when a value mixes `+` and `%XX`),
+with IIS-style `%uXXXX` escapes, with HTML entities and JavaScript/JSON `\\uXXXX` escapes resolved,
+overlong UTF-8 folded, and — only where a policy marks a location as base64 — base64-decoded.
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ def variants(text: str, *, base64_marked: bool = False, limit: int = MAX_VALUE) 
                 break
             add(nxt)
             step = nxt
+        if "+" in current and "%" in current:
+            # form encoding inside a value the parser did not form-decode (an XML attribute, a JSON string):
+            # the application may well unquote it with `+` as a blank, as CRS's urlDecodeUni does
+            add(percent_decode(unicode_percent_decode(current), plus=True))
     for current in list(out):
         add(html_decode(current))
         add(js_decode(current))

@@ -38,23 +38,60 @@ HINTS = {"sqli": _SQLI_HINT.pattern, "xss": r"[<:=`]", "ssrf": r"[/\\]", "jndi":
 
 
 _ARITHMETIC = re.compile(r"^[\d\s+*/().-]*$")  # `(3 + 4) * 5 - 2/1`: numbers and operators only
+# an inline comment glued between two words (`DR/**/OP`, `SELECT/*x*/password/**/FROM`): comments as blanks
+# are how SQL slips past keyword filters, and prose never writes them. The rule's patterns see the value
+# after its `sql_comments` transform has blanked comments, so this is judged here on the value as sent.
+_GLUED_COMMENT = re.compile(r"[a-z0-9_@`'\")]/\*[^*/]{0,60}\*/[a-z0-9_@`'\"(]", re.IGNORECASE)  # not `a/*/b/*/c`
 
 
 def is_sqli(text: str) -> str | None:
-    """The libinjection fingerprint when `text` tokenizes as SQL injection."""
+    """The libinjection fingerprint when `text` tokenizes as SQL injection (or `comment-split` for a
+    comment glued between words)."""
     _require_libinjection()
     if len(text) < 2 or not _SQLI_HINT.search(text) or _ARITHMETIC.match(text):
         return None
+    if "/*" in text and _GLUED_COMMENT.search(text):
+        return "comment-split"
     try:
         result = _libinjection.is_sql_injection(text)
     except Exception:  # the C wrapper raises on odd input (embedded NUL); a judge must not
         return None
-    return str(result.get("fingerprint", "")) if result.get("is_sqli") else None
+    if not result.get("is_sqli"):
+        return None
+    fingerprint = str(result.get("fingerprint", ""))
+    return None if _prose(text, fingerprint) else fingerprint
+
+
+_WORD = re.compile(r"[A-Za-z]{2,}")
+_SQL_MARKS = re.compile(r"['\"`;#]|--|/\*")
+_PROSE_TOKENS = frozenset("nf1(),o")  # barewords, function names, numbers, parentheses, commas, operators
+
+
+def _prose(text: str, fingerprint: str) -> bool:
+    """A sentence libinjection read as SQL by its first few tokens (`Left (WA, RR), following ...` is
+    `f(n),`): long, many words, no quote, comment or statement end, and nothing in the fingerprint but
+    words, calls, numbers and punctuation. An injection needs a quote, a keyword or a boolean to do
+    anything, and those keep their fingerprint."""
+    return (len(text) >= 40 and set(fingerprint) <= _PROSE_TOKENS and not _SQL_MARKS.search(text)
+            and len(_WORD.findall(text)) >= 6)
+
+
+# an XML declaration (`<?xml version="1.0"?>`) opening the value: libinjection's HTML tokenizer takes it for
+# markup that runs, but it is how every XML document starts (a SOAP body, an order in a parameter); the
+# rest of the value is still judged, and the rule's patterns see the whole of it
+_XML_DECLARATION = re.compile(r"^\s*<\?xml\s[^<>]{0,200}?\?>", re.IGNORECASE)
+# `style=color:red;background:white`: libinjection flags any `style=` as an attribute; plain declarations
+# (no parenthesis, quote, backslash, slash or angle bracket: no url(), expression() or escapes) only paint
+_PLAIN_STYLE = re.compile(r"^\s*style\s*=\s*[\w\s:;#%.,!-]*$", re.IGNORECASE)
 
 
 def is_xss(text: str) -> bool:
     _require_libinjection()
     if "<" not in text and ":" not in text and "=" not in text and "`" not in text:
+        return False
+    if text.lstrip()[:5].lower() == "<?xml":
+        text = _XML_DECLARATION.sub("", text, count=1)
+    elif _PLAIN_STYLE.match(text):
         return False
     try:
         return bool(_libinjection.is_xss(text).get("is_xss"))
