@@ -7,16 +7,17 @@ in block mode when a request value steers them.
 - a file open whose path holds a request value that climbs directories (`..`) or is absolute;
 - a connection to the metadata service (169.254.169.254, fd00:ec2::254, 100.100.100.200 …) while a
   request value names it, in any spelling the SSRF detector reads (decimal, hex, IPv6-mapped, names);
-- a SQL statement (SQLAlchemy, psycopg 3, sqlite3: see sqlguard) whose text holds a request value that
-  is syntax rather than data there: it spans tokens of the statement (closes a string, adds a keyword,
-  an operator, a comment) instead of lying inside one literal or name (see sqllex). Parameterised
-  values never are in the text; a value inlined but properly quoted stays inside its literal. For SQL a
-  value is also looked for in the forms an application might decode it to (double URL encoding,
-  entities, `\\u` escapes: decode.variants) and escape it to (`'` doubled or backslashed). Matching
-  text is not taint tracking: a value can coincide with the statement's own text. Two such
-  coincidences are told apart — a quoted copy of the value meeting the text at its literal's edge
-  (sqllex), and a statement whose exact text already ran clean in an earlier request — the rest (a
-  value like `(a` the first time `INSERT INTO t (a, b) …` runs) is flagged.
+- a SQL statement (SQLAlchemy, psycopg 3, psycopg2, asyncpg, sqlite3, aiosqlite: see sqlguard) whose
+  text holds a request value that is syntax rather than data there: it spans tokens of the statement
+  (closes a string, adds a keyword, an operator, a comment) instead of lying inside one literal or
+  name (see sqllex). Parameterised values never are in the text; a value inlined but properly quoted
+  stays inside its literal. For SQL a value is also looked for in the forms an application might
+  decode it to (double URL encoding, entities, `\\u` escapes: decode.variants) and escape it to (`'`
+  doubled or backslashed). Matching text is not taint tracking: a value can coincide with the
+  statement's own text. Two such coincidences are told apart — a quoted copy of the value meeting
+  the text at its literal's edge (sqllex), and a statement whose exact text already ran clean in an
+  earlier request — the rest (a value like `(a` the first time `INSERT INTO t (a, b) …` runs) is
+  flagged.
 
 The first three come from the process audit hook (PEP 578); the standard library has no audit event
 for SQL, so the database libraries' execute calls are hooked instead (sqlguard). A refused call raises

@@ -17,15 +17,21 @@ offers, where one hook sees every connection:
   passes is subclassed the same way). Connections opened before the hook are not covered — which is
   why the guards are armed when the middleware is built, before an app's startup code connects.
 
+- psycopg2, asyncpg and aiosqlite: in sqldrivers (its docstring says where and what each leaves
+  out): psycopg2 through `psycopg2.connect` handing out checked connection and cursor subclasses
+  (like sqlite3: connections opened before the hook are not covered), asyncpg's `Connection` methods
+  in place, and aiosqlite in the caller's task, since its sqlite3 runs in a thread the request's
+  context does not reach.
+
 Django gets no hook of its own (and is not installed here to test one): its SQLite backend connects
-through `dbapi2.connect` and asks for its cursor class as a `factory=`, and its psycopg 3 cursors
-subclass psycopg's without overriding `execute`, so both reach the hooks above; a third layer would
-only judge every statement twice. Django's other backends (MySQL, Oracle, psycopg2) are not covered,
-nor are drivers that run sqlite3 in a thread of their own (aiosqlite), where the request's context
-does not follow.
+through `dbapi2.connect` and asks for its cursor class as a `factory=`, its psycopg 3 cursors
+subclass psycopg's without overriding `execute`, and its psycopg2 backend connects through
+`psycopg2.connect`, so all reach the hooks above; another layer would only judge every statement
+twice. Django's MySQL and Oracle backends are not covered, nor is PyMySQL (no MySQL server to test
+it against here).
 
 A library is hooked when the guards are armed if it is already imported, or at the start of the first
-guarded request after it is (a check of `sys.modules`, stopped once all three are hooked): no database
+guarded request after it is (a check of `sys.modules`, stopped once all six are hooked): no database
 library is ever imported by cloudward, and nothing is hooked into the import system. Outside a guarded
 request a hooked `execute` costs one extra Python call and a ContextVar read.
 """
@@ -50,7 +56,7 @@ Active = Callable[[], object]  # not None while a request is being guarded (a Co
 _MARK = "__cloudward_sql_guard__"
 _check: Check | None = None
 _active: Active | None = None
-_pending = ["sqlalchemy", "psycopg", "sqlite3"]
+_pending = ["sqlalchemy", "psycopg", "sqlite3", "psycopg2", "asyncpg", "aiosqlite"]
 _lock = threading.Lock()
 
 
@@ -252,5 +258,14 @@ def _guarded_type(factory: Any, role: str) -> Any:
     return guarded
 
 
+def _hook_driver(name: str) -> None:
+    """psycopg2, asyncpg, aiosqlite: hooked in sqldrivers, imported only once one of them is."""
+    from cloudward.appsec import sqldrivers
+
+    sqldrivers.HOOKS[name]()
+
+
 _HOOKS: dict[str, Callable[[], None]] = {"sqlalchemy": _hook_sqlalchemy, "psycopg": _hook_psycopg,
-                                         "sqlite3": _hook_sqlite3}
+                                         "sqlite3": _hook_sqlite3,
+                                         **{name: functools.partial(_hook_driver, name)
+                                            for name in ("psycopg2", "asyncpg", "aiosqlite")}}
