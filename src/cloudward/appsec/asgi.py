@@ -9,7 +9,7 @@ under `oversize: inspect_prefix` costs one bounded buffer, not its size.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 from cloudward.appsec.memo import Memo
@@ -25,28 +25,33 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-_CLEAN_KEY_BYTES = 4096
+_HEAD_BYTES = 4096  # header lists up to this size (names and values) are remembered with what was read of them
 
 
-class _Head(NamedTuple):
+class _Head:
     """What the adapter needs of a header list, worked out once per distinct list."""
-    headers: list[tuple[str, str]]  # decoded, names lower-cased
-    bodiless: bool  # neither Content-Length nor Transfer-Encoding: the request has no body at all
-    has_body: bool  # a body is to be read (Content-Length not 0, or Transfer-Encoding)
-    size: int  # bytes of the names and values
 
+    __slots__ = ("bodiless", "has_body", "headers", "host", "quiet", "size")
 
-def _read_head(raw_headers: Any) -> _Head:
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
-    bodiless, has_body, size = True, False, 0
-    for name, value in headers:  # names lower-cased here: a server that does not lower them must not slip by
-        size += len(name) + len(value)
-        if name == "content-length":
-            bodiless = False
-            has_body = has_body or value.strip() not in ("", "0")
-        elif name == "transfer-encoding":
-            bodiless, has_body = False, True
-    return _Head(headers, bodiless, has_body, size)
+    def __init__(self, raw_headers: Any) -> None:
+        # names lower-cased here: a server that does not lower them must not slip by
+        self.headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw_headers]
+        self.bodiless = True  # neither Content-Length nor Transfer-Encoding: the request has no body at all
+        self.has_body = False  # a body is to be read (Content-Length not 0, or Transfer-Encoding)
+        self.size = 0  # bytes of the names and values
+        self.host = ""
+        for name, value in self.headers:
+            self.size += len(name) + len(value)
+            if name == "content-length":
+                self.bodiless = False
+                self.has_body = self.has_body or value.strip() not in ("", "0")
+            elif name == "transfer-encoding":
+                self.bodiless, self.has_body = False, True
+            elif name == "host" and not self.host:
+                self.host = value
+        # allowed methods -> the count Protector.quiet_head gave for this list (only counts: a list that was
+        # not judged yet, or not clean, is asked again)
+        self.quiet: dict[frozenset[str], int] = {}
 
 
 class ASGIMiddleware:
@@ -59,50 +64,64 @@ class ASGIMiddleware:
         # the same str objects (their hashes computed once) make the inspector's own memory cheap to ask
         self._heads: Memo[_Head] = Memo(256)
 
+    def _head(self, raw_headers: Any) -> _Head:
+        heads = self._heads
+        try:
+            key: tuple[Any, ...] = tuple(raw_headers)  # pairs as tuples (uvicorn, hypercorn)
+            try:
+                head = heads[key]
+            except TypeError:  # pairs as lists (the ASGI spec allows any iterable)
+                key = tuple(map(tuple, raw_headers))
+                head = heads[key]
+        except TypeError:  # not bytes pairs: read every time
+            return _Head(raw_headers)
+        if head is None:
+            head = _Head(raw_headers)
+            if head.size <= _HEAD_BYTES:
+                heads.put(key, head)
+        return head
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        raw = scope.get("raw_path")
         protector = self.protector
-        raw_headers = scope.get("headers", ())
-        head = None
-        try:
-            head_key: tuple[Any, ...] | None = tuple(map(tuple, raw_headers))
-            head = self._heads[head_key]
-        except TypeError:  # not bytes pairs: read every time
-            head_key = None
-        if head is None:
-            head = _read_head(raw_headers)
-            if head_key is not None and head.size <= _CLEAN_KEY_BYTES:
-                self._heads.put(head_key, head)
-        # a bodiless request's verdict depends on its method, target and headers alone: a request with
-        # exactly a head judged clean before is clean again (guards need each request's values, though)
-        clean_key = None
-        if head.bodiless and head_key is not None and not protector.guards:
-            query_string = scope.get("query_string", b"")
-            if head.size + len(raw or b"") + len(query_string) <= _CLEAN_KEY_BYTES:
-                clean_key = (method, raw, scope.get("path"), query_string, head_key)
-                try:
-                    if protector.known_clean(clean_key):
-                        await self.app(scope, receive, send)  # this very request was judged clean before
-                        return
-                except TypeError:
-                    clean_key = None
+        head = self._head(scope.get("headers", ()))
+        raw = scope.get("raw_path")
         raw_path = raw.decode("latin-1") if raw else quote(scope.get("path", "/"), safe="/%:@!$&'()*+,;=~")
-        raw_path = raw_path.split("?", 1)[0]
-        policy = self.protector.route(method, scope.get("path", raw_path))
+        if "?" in raw_path:
+            raw_path = raw_path.split("?", 1)[0]
+        policy = protector.route(method, scope.get("path", raw_path))
         if policy.mode == "off":
             await self.app(scope, receive, send)
             return
-        query = scope.get("query_string", b"").decode("latin-1")
-        if clean_key is not None and protector.quiet(raw_path, query, head.headers, policy):
+        query_string = scope.get("query_string", b"")
+        query = query_string.decode("latin-1")
+        clean_key = None
+        if head.bodiless and protector.quick(policy):
             # a bodiless request with nothing in its path, query or headers that any rule fires on: the
-            # verdict `judge` would give (clean), without building the request and the verdict
-            protector.remember_clean(clean_key)
-            await self.app(scope, receive, send)
-            return
+            # verdict `judge` would give (clean), without building the request and the verdict. The header
+            # list's half of the answer is remembered with the list
+            count = head.quiet.get(policy.allowed_methods)
+            if count is None:
+                count = protector.quiet_head(head.headers, policy)
+                if count >= 0:
+                    head.quiet[policy.allowed_methods] = count
+            if count >= 0 and protector.quiet_target(raw_path, query, head.host, policy, count):
+                await self.app(scope, receive, send)
+                return
+        elif head.bodiless and not protector.guards and head.size + len(raw or b"") + len(query) <= _HEAD_BYTES:
+            # what the quiet path may not pass (the CRS engine must see it, a base64 mark): a request with
+            # exactly a head judged clean before is clean again. The _Head in the key is the remembered one
+            # (compared by identity, and kept alive by the key)
+            clean_key = (method, raw, scope.get("path"), query_string, head)
+            try:
+                if protector.known_clean(clean_key):
+                    await self.app(scope, receive, send)
+                    return
+            except TypeError:  # an unhashable part of the scope
+                clean_key = None
         headers = list(head.headers)
         has_body = head.has_body
         buffered: list[bytes] = []

@@ -19,8 +19,8 @@ from typing import Any
 from cloudward.appsec import detectors, protocol
 from cloudward.appsec.decode import variants
 from cloudward.appsec.memo import Memo
-from cloudward.appsec.multimatch import PatternSet
-from cloudward.appsec.policy import EffectivePolicy
+from cloudward.appsec.multimatch import PLAIN, PatternSet
+from cloudward.appsec.policy import DEFAULT_METHODS, EffectivePolicy
 from cloudward.appsec.request import MAX_VALUES, HttpRequest, Upload, Value, header_values, piece_values, query_pieces
 from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule, RuleSet, load_rules
@@ -95,6 +95,9 @@ TRANSFORMS: dict[str, Callable[[str], str]] = {"lower": _t_lower, "sql_comments"
 # the characters without which a transform (but `lower`) returns its text as it is: its own first test
 STILL_WITHOUT = {"sql_comments": "/", "compact_tags": "<", "shell": "\\'\"^$", "slashes": "\\/"}
 _MOVES = re.compile("[" + re.escape("".join(sorted(set("".join(STILL_WITHOUT.values()))))) + "]")
+# plain texts hold no character a transform (but `lower`), a decoder or `+` changes: Inspector._plain_piece
+_PLAIN_PIECES = PLAIN.isdisjoint({*"".join(STILL_WITHOUT.values()), *"%&\\+"})
+_PLAIN_TEXT = re.compile("[" + re.escape("".join(sorted(PLAIN))) + "]*")
 
 
 def _lower_first(chain: tuple[str, ...]) -> bool:
@@ -171,6 +174,7 @@ class _Compiled:
 
 Hits = tuple[tuple[str, str], ...]  # (rule id, what matched) for one value, before the policy
 Section = tuple[int, tuple[tuple[Value, Hits], ...]]  # values a section yielded, and those with hits
+_CLEAN_PIECE: Section = (2, ())  # a query piece (its name and its value) on which nothing fires
 
 
 @dataclass(frozen=True)
@@ -366,34 +370,105 @@ class Inspector:
         query is (its pieces known, or judged now and remembered). False when anything fires, or when it
         cannot be told this way: `inspect` then judges the request (and remembers its parts). `policy` is the
         route's, looked up for the request's method: without it the method is taken as allowed."""
-        if self._protocol and not self._protocol.quiet(raw_path, query, headers, policy):
-            return False  # the method, target or header list needs the whole-request checks
-        parts = self._parts
-        known = parts["path"][("path", raw_path)]
+        count = self.head_quiet(headers, policy.allowed_methods if policy is not None else DEFAULT_METHODS)
+        host = next((value for name, value in headers if name == "host"), "")
+        return count >= 0 and self.target_quiet(raw_path, query, host, policy, count)
+
+    def head_quiet(self, headers: list[tuple[str, str]], allowed: frozenset[str]) -> int:
+        """The header list's half of `quiet`: how many values the list yields when nothing fires on it (its
+        values judged clean before, no protocol check firing on it), else -1. A function of the list and the
+        allowed methods alone, so an adapter remembers a count for a list it sees again."""
+        if self._protocol and not self._protocol.head_quiet(headers, allowed):
+            return -1
+        if not headers:
+            return 0
+        try:
+            known = self._parts["headers"][("headers", *headers)]
+        except TypeError:
+            return -1
+        return -1 if known is None or known[1] else known[0]
+
+    def target_quiet(self, raw_path: str, query: str, host: str, policy: EffectivePolicy | None,
+                     count: int = 0) -> bool:
+        """The method, path and query's half of `quiet`, given the Host and the count `head_quiet` gave."""
+        if self._protocol and not self._protocol.target_quiet(raw_path, query, policy):
+            return False
+        known = self._parts["path"][("path", raw_path)]
         if known is None or known[1]:
             return False
-        count = known[0]
-        host = ""
-        if headers:
-            try:
-                known = parts["headers"][("headers", *headers)]
-            except TypeError:
-                return False
-            if known is None or known[1]:
-                return False
-            count += known[0]
-            for name, value in headers:
-                if name == "host":
-                    host = value
-                    break
+        count += known[0]
         if query:
-            known = self._remembered(("query", query, host),
-                                     lambda budget: self._pieces("piece", query_pieces(query), budget, host, None),
-                                     MAX_VALUES - count)
+            count = self._quiet_pieces(query, host, count)
+        return 0 <= count < MAX_VALUES  # and no section was cut short by the budget
+
+    def _quiet_pieces(self, query: str, host: str, count: int) -> int:
+        """`count` plus the values of the query's pieces when nothing fires on any of them (each known, or
+        judged now and remembered), else -1. The pieces alone are remembered, not the whole query: in a
+        stream of searches or pages the query as a whole is new each time, its pieces mostly are not."""
+        memory = self._parts["piece"]
+        limit = _PARTS["piece"][1]
+        for piece in query.split("&"):
+            if not piece:
+                continue
+            left = MAX_VALUES - count
+            if left <= 0:
+                return -1
+            key = (piece, host)  # a query value's verdict depends on the Host (redirects)
+            known = memory[key]
+            if known is None or known[0] > left:
+                known = _CLEAN_PIECE if left > 2 and self._plain_piece(piece, host) else \
+                    self._piece_section(piece, left, host)
+                if known[0] < left and len(piece) <= limit:
+                    memory.put(key, known)
             if known[1]:
-                return False
+                return -1
             count += known[0]
-        return count < MAX_VALUES  # no section was cut short by the budget
+        return count
+
+    def _plain_piece(self, piece: str, host: str) -> bool:
+        """True when nothing can fire on a query piece of plain text (multimatch.PLAIN, `+` for spaces) whose
+        name was judged clean before: the verdict `_piece_section` gives, the short way. Decoding leaves a
+        plain value as it is and every chain of transforms gives it or its lower case (`_judge_value`'s common
+        case), so a scan or two of the plain database settles every rule. False means only "cannot tell"."""
+        name, _, text = piece.partition("=")
+        if "+" in text:
+            text = text.replace("+", " ")
+        if not _PLAIN_PIECES or len(text) > _CACHE_TEXT or not _PLAIN_TEXT.fullmatch(name) or \
+                not _PLAIN_TEXT.fullmatch(text):
+            return False
+        if name and self._cache.get(("args_names", name, name)) != ():  # not known, or not clean
+            return False
+        if not text:
+            return True
+        plan = self._plans.get(("args", name))
+        if plan is None or plan.always or not plan.lower_first:
+            return False
+        if not plan.wanted:
+            return True
+        patternset = self._patternset
+        found = patternset.hits(text)
+        if found is None or not found.isdisjoint(plan.watch):
+            return False
+        low = text.lower()
+        if low != text:
+            found = patternset.hits(low)
+            if found is None or not found.isdisjoint(plan.watch):
+                return False
+        return True
+
+    def _piece_section(self, piece: str, budget: int, host: str) -> Section:
+        """`_section` of one query piece's two values, the name's verdict remembered as any value's, the
+        value's only with the piece (by the caller): a query value that changes on every request would
+        otherwise push what does repeat out of the values' memory."""
+        values = piece_values(piece)
+        if budget < 2:
+            return self._section(values, budget, host, None)
+        name, value = values
+        named = self._value_hits(name, host, None)
+        valued = self._value_hits(value, host, None, remember=False)
+        if not named and not valued:
+            return _CLEAN_PIECE
+        return 2, ((name, named),) * bool(named) + ((value, valued),) * bool(valued)
 
     def _remembered(self, key: tuple[Any, ...] | None, judge: Callable[[int], Section], budget: int) -> Section:
         """`judge(budget)`, the verdict on one section of a request, remembered by `key` (what the section
@@ -455,8 +530,9 @@ class Inspector:
                 found.append((value, hits))
         return count, tuple(found)
 
-    def _value_hits(self, value: Value, host: str, marked: Callable[[str], bool] | None) -> Hits:
-        """The rules that fire on one value, with what matched (before the policy), memoised."""
+    def _value_hits(self, value: Value, host: str, marked: Callable[[str], bool] | None, remember: bool = True) -> Hits:
+        """The rules that fire on one value, with what matched (before the policy), memoised (looked up, and
+        kept when `remember`)."""
         text = value.text
         if not text:
             return ()
@@ -470,7 +546,7 @@ class Inspector:
             if not plan.wanted:
                 return ()
             hits = self._judge_value(plan, value, variants(text, base64_marked=is_marked), host)
-            if cacheable:
+            if cacheable and remember:
                 self._cache.put(key, hits)
         return hits
 

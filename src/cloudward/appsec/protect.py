@@ -44,11 +44,14 @@ class Protector:
     def __init__(self, mode: str | None = None, policy: PolicySource = None, *, sink: Sink | None = None,
                  findings: FindingQueue | None = None, rules: RuleSet | Sequence[Rule] | None = None,
                  rules_dirs: Sequence[Path] = (), upload_scanners: Sequence[UploadScanner] = (),
-                 guards: bool = False) -> None:
+                 guards: bool = False, inspector: Inspector | None = None) -> None:
         loaded = load_policy(policy)
         self.policy = loaded.with_mode(mode) if mode is not None else loaded
-        ruleset = rules if rules is not None else load_appsec_rules(rules_dirs)
-        self.inspector = Inspector(ruleset, upload_scanners=upload_scanners)
+        if inspector is not None:  # one compiled set of rules shared by several adapters (and tests)
+            self.inspector = inspector
+        else:
+            ruleset = rules if rules is not None else load_appsec_rules(rules_dirs)
+            self.inspector = Inspector(ruleset, upload_scanners=upload_scanners)
         # the optional Core Rule Set engine (policy `crs:`), compiled at start-up: a broken rule is an error now
         self.crs: CrsEngine | None = crs_engine(self.policy.crs) if self.policy.crs is not None else None
         self.queue = findings if findings is not None else FindingQueue(sink)
@@ -59,10 +62,18 @@ class Protector:
         self.counters = {"requests": 0, "detected": 0, "blocked": 0, "errors": 0, "guarded": 0}
         self._clean: Memo[bool] = Memo(CLEAN_REQUESTS)  # heads of bodiless requests judged clean (known_clean)
 
+    def quick(self, policy: EffectivePolicy) -> bool:
+        """Whether a bodiless request under this policy may be passed by the quiet path at all: not when
+        a base64-marked location needs its decoded form, the CRS engine must see the request, or the
+        runtime guards need the request's values."""
+        return not self.guards and not policy.base64 and (
+            self.crs is None or "appsec.crs" in policy.disabled_rules)
+
     def known_clean(self, key: Hashable) -> bool:
         """True (and counted as a request) when a request with exactly this head was judged clean: the
-        verdict is a function of the request and the fixed policy, so it would be clean again. Only
-        bodiless requests are keyed (see the adapters); the memory is bounded."""
+        verdict is a function of the request and the fixed policy, so it would be clean again. For what
+        the quiet path cannot pass (the CRS engine, base64 marks); only bodiless requests are keyed (see
+        the adapters), and the memory is bounded."""
         if self._clean[key]:
             self._count("requests")
             return True
@@ -75,12 +86,35 @@ class Protector:
         """True (and counted as a request) when a bodiless request with this raw path, query and headers
         would be judged clean: nothing in it that any rule fires on (Inspector.quiet), no base64-marked
         location to decode, no runtime guards to arm. False means only that `judge` must decide."""
-        if self.guards or policy.base64 or (self.crs is not None and "appsec.crs" not in policy.disabled_rules):
+        if not self.quick(policy):
             return False
         try:
             if not self.inspector.quiet(raw_path, query, headers, policy):
                 return False
         except Exception:  # the full judgement, with its own failure handling, decides
+            return False
+        self._count("requests")
+        return True
+
+    def quiet_head(self, headers: list[tuple[str, str]], policy: EffectivePolicy) -> int:
+        """`quiet` in two halves, for an adapter that sees the same header list again and again: this one
+        is a function of the list and the policy's allowed methods (Inspector.head_quiet), so a count (not
+        -1) may be remembered with the list and handed to `quiet_target` for each request bearing it."""
+        if not self.quick(policy):
+            return -1
+        try:
+            return self.inspector.head_quiet(headers, policy.allowed_methods)
+        except Exception:
+            return -1
+
+    def quiet_target(self, raw_path: str, query: str, host: str, policy: EffectivePolicy, count: int) -> bool:
+        """The other half of `quiet` (counted as a request when True), given what `quiet_head` gave."""
+        if count < 0 or not self.quick(policy):
+            return False
+        try:
+            if not self.inspector.target_quiet(raw_path, query, host, policy, count):
+                return False
+        except Exception:
             return False
         self._count("requests")
         return True

@@ -39,6 +39,11 @@ CHECKS = ("method", "method_override", "framing", "safe_method_body", "request_t
           "bypass_headers", "connection", "range", "content_type", "charset", "multipart", "encoding",
           "cookie_syntax", "control_chars")
 GATES = ("offsite_referer", "no_referer")
+# the checks `RequestChecks.quiet` was written for: a check added to CHECKS and not here turns the quiet path
+# off (every request then judged in full) until quiet is taught what the new check needs
+_QUIET_COVERS = frozenset({"method", "method_override", "framing", "safe_method_body", "request_target",
+                           "restricted_headers", "bypass_headers", "connection", "range", "content_type", "charset",
+                           "multipart", "encoding", "cookie_syntax", "control_chars"})
 # the checks that read only the header list (and the allowed methods): their verdict is remembered per list
 _HEAD_CHECKS = ("framing", "restricted_headers", "bypass_headers", "connection", "range", "content_type",
                 "charset", "cookie_syntax")
@@ -317,6 +322,7 @@ class RequestChecks:
         self._by_check = {check: tuple(ids) for check, ids in by_check.items()}
         self._gates = gates
         self._head_checks = tuple(c for c in _HEAD_CHECKS if c in self._by_check)
+        self._quiet_known = set(self._by_check) <= _QUIET_COVERS
         self._heads: Memo[tuple[_Hit, ...]] = Memo(512)
 
     def __bool__(self) -> bool:
@@ -351,8 +357,30 @@ class RequestChecks:
         """True only when no check could fire on a bodiless request with this target and header list
         (conservative: False sends the request to the full judgement, which decides). Without a policy
         the method is not judged here: the caller vouches for it."""
+        allowed = policy.allowed_methods if policy is not None else DEFAULT_METHODS
+        return self.head_quiet(headers, allowed) and self.target_quiet(raw_path, query, policy)
+
+    def head_quiet(self, headers: list[tuple[str, str]], allowed: frozenset[str]) -> bool:
+        """The header list's half of `quiet`: a function of the list and the allowed methods alone, so a
+        caller may remember a True answer for the same list (an adapter does, per distinct head)."""
         if not self._by_check:
             return True
+        if not self._quiet_known:
+            return False
+        for name, _ in headers:
+            if name in _OVERRIDE_HEADERS or name in ("content-length", "transfer-encoding"):
+                return False
+        try:
+            return not self._head(headers, allowed)
+        except TypeError:  # a header list of lists
+            return False
+
+    def target_quiet(self, raw_path: str, query: str, policy: EffectivePolicy | None) -> bool:
+        """The method, target and query's half of `quiet`: a handful of substring tests and two searches."""
+        if not self._by_check:
+            return True
+        if not self._quiet_known:
+            return False
         if policy is not None and not policy.method_allowed:
             return False
         if raw_path[:1] != "/" or _PCT_CONTROL.search(raw_path) or ("%" in raw_path and _ENCODING.search(raw_path)):
@@ -362,13 +390,7 @@ class RequestChecks:
                 return False
             if "%" in query and (_ENCODING.search(query) or "_method" in percent_decode(query)):
                 return False
-        for name, _ in headers:
-            if name in _OVERRIDE_HEADERS or name in ("content-length", "transfer-encoding"):
-                return False
-        try:
-            return not self._head(headers, policy.allowed_methods if policy is not None else DEFAULT_METHODS)
-        except TypeError:  # a header list of lists
-            return False
+        return True
 
     # --- header-list checks (remembered per list) ----------------------------------------------------
 
