@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cloudward.appsec import guards, sqllex
@@ -387,6 +387,9 @@ def test_a_raw_value_beside_its_own_quoted_copy_is_still_flagged() -> None:
 @given(value=st.text(alphabet=st.sampled_from(list("ab1 '\";-#/*()=,.%$`[]&|\n\\")), max_size=30),
        dialect=st.sampled_from(sqllex.DIALECTS))
 def test_fuzz_a_correctly_quoted_value_is_data(value: str, dialect: str) -> None:
+    # A value that is also the statement's own text (`a =`) cannot be told from one inlined raw beside its
+    # quoted copy, which must stay flagged (the test above; guards.py: matching text is not taint tracking).
+    assume(not any(value.strip() and value in part for part in ("SELECT c FROM t WHERE a = ", " AND b = ?")))
     backslashes = dialect == "mysql"
     quoted = value.replace("\\", "\\\\").replace("'", "\\'") if backslashes else value.replace("'", "''")
     statement = f"SELECT c FROM t WHERE a = '{quoted}' AND b = ?"
