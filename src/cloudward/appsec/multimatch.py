@@ -32,6 +32,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from cloudward.engines.hyperscan_cache import compile_database
+
 __all__ = ["PLAIN", "PatternSet", "available", "may_match_within"]
 
 _hs: Any
@@ -158,10 +160,9 @@ class PatternSet:
         ids = [*indexes, *loose]
         if not ids:
             return None
-        try:
-            database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-            database.compile(expressions=[patterns[i].encode("ascii") for i in ids], ids=ids, elements=len(ids),
-                             flags=[flags] * len(indexes) + [flags | _hs.HS_FLAG_PREFILTER] * len(loose))
+        try:  # through the disk cache: each worker process would otherwise spend seconds compiling
+            database = compile_database([patterns[i].encode("ascii") for i in ids], ids=ids,
+                                        flags=[flags] * len(indexes) + [flags | _hs.HS_FLAG_PREFILTER] * len(loose))
         except Exception:
             return None
         return database

@@ -68,12 +68,13 @@ class _HyperscanLiterals:
 
         flags = [hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if nocase else 0)
                  for _, nocase in literals]
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        from cloudward.engines.hyperscan_cache import compile_database
+
         # Expressions with every byte escaped rather than Hyperscan's literal API: the Python binding
         # passes literals as C strings, so a NUL byte would cut one short. Hyperscan extracts the
         # literal from such an expression itself; the speed is the same.
-        database.compile(expressions=[_escaped(pattern) for pattern, _ in literals], ids=list(range(len(literals))),
-                         elements=len(literals), flags=flags)
+        database = compile_database([_escaped(pattern) for pattern, _ in literals], ids=list(range(len(literals))),
+                                    flags=flags)
         self._hyperscan = hyperscan
         self._database = database
         self._local = threading.local()

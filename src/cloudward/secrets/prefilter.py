@@ -151,14 +151,10 @@ class HyperscanPrefilter:
         unique = sorted(set(self.keywords))
         self._lengths = [len(k) for k in unique]
         self._ids = [tuple(i for i, k in enumerate(self.keywords) if k == u) for u in unique]
-        database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        database.compile(
-            expressions=[k.encode("ascii") for k in unique],
-            ids=list(range(len(unique))),
-            elements=len(unique),
-            flags=hyperscan.HS_FLAG_CASELESS,
-            literal=True,
-        )
+        from cloudward.engines.hyperscan_cache import compile_database
+
+        database = compile_database([k.encode("ascii") for k in unique], ids=list(range(len(unique))),
+                                    flags=hyperscan.HS_FLAG_CASELESS, literal=True)
         self._hyperscan = hyperscan
         self._database = database
         self._local = threading.local()
