@@ -607,3 +607,20 @@ def test_cli_refuses_to_start_without_a_usable_policy(tmp_path: Path):
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 2 and message in stderr, stderr
         assert "hunter2" not in stderr
+
+
+def test_uniform_pipelines_pass_whole_and_a_refusal_among_them_answers_in_place(proxy: InProcessProxy,
+                                                                                 direct: redis.Redis):
+    """A read of same-arity commands is judged in one pass (resp.uniform_names): all allowed, it is
+    forwarded whole; one refused command of the same arity sends the read through the exact path."""
+    before = proxy.proxy.stats.forwarded
+    plain = b"".join(resp("SET", f"k:uni:{i}", str(i)) for i in range(16))
+    assert exchange(proxy.port, plain, expect_replies=16) == b"+OK\r\n" * 16
+    assert proxy.proxy.stats.forwarded - before == 16 and direct.get("k:uni:15") == b"15"
+    mixed = (b"".join(resp("SET", f"k:uni:{i}", "x") for i in range(3)) + resp("SLAVEOF", "127.0.0.1", "1")
+             + resp("SET", "k:uni:9", "y"))
+    replies = exchange(proxy.port, mixed, expect_replies=5).split(b"\r\n")
+    assert replies[:3] == [b"+OK"] * 3 and replies[3].startswith(b"-NOPERM") and b"slaveof" in replies[3]
+    assert replies[4] == b"+OK" and direct.get("k:uni:9") == b"y"
+    assert direct.info("replication")["role"] == "master"
+    proxy.wait_for(lambda: "network.redis_proxy.replication_command" in proxy.rule_ids(), "the refusal's finding")

@@ -42,6 +42,7 @@ KINDS = ("command", "config_set", "script", "event")
 SCRIPT_COMMANDS = {b"eval", b"eval_ro", b"script", b"function"}
 # Connection-level commands an allow list never needs to name.
 ALWAYS_ALLOWED = frozenset({b"auth", b"hello", b"quit", b"reset"})
+_PLAIN_MEMO_MAX = 4096
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9_|.-]{1,64}$")
 
@@ -345,6 +346,27 @@ class CompiledPolicy:
     actions: dict[str, str] = field(default_factory=dict)  # rule id -> effective action
     # names that need more than forwarding: everything above, looked up once per command
     special: frozenset[bytes] = frozenset()
+    # command names as clients spelled them that were found to need nothing but forwarding
+    plain: set[bytes] = field(default_factory=set, compare=False, repr=False)
+
+    def all_plain(self, names: list[bytes]) -> bool:
+        """True when no command named needs more than forwarding: none is special and all are
+        allowed. Spellings seen before cost one set operation for the whole read, however many
+        commands it holds; the memo is bounded (cleared when full) and dies with the policy."""
+        seen = set(names)
+        plain = self.plain
+        if seen <= plain:
+            return True
+        special, allow = self.special, self.allow
+        for spelled in seen - plain:
+            name = spelled.lower()
+            if name in special or (allow is not None and name not in allow):
+                return False
+            if len(spelled) <= 64:  # real command names are short; nothing long is kept
+                if len(plain) >= _PLAIN_MEMO_MAX:
+                    plain.clear()
+                plain.add(spelled)
+        return True
 
     def judge(self, name: bytes, args: list[bytes]) -> list[Verdict]:
         """Every verdict of the rules on a command already past the deny and allow lists."""

@@ -48,6 +48,7 @@ __all__ = [
     "encode_command",
     "error_reply",
     "split_inline",
+    "uniform_names",
 ]
 
 KIB = 1024
@@ -141,13 +142,15 @@ class RequestParser:
         buf, commands, parts = self.feed_lazy(data, max_commands)
         return buf, commands if parts is None else byte_spans(parts, commands)
 
-    def feed_lazy(self, data: bytes, max_commands: int = 0) -> tuple[bytes, list[Command], list[bytes] | None]:
+    def feed_lazy(self, data: bytes, max_commands: int = 0,
+                  split: list[bytes] | None = None) -> tuple[bytes, list[Command], list[bytes] | None]:
         """`feed` for a caller that often needs no spans at all (a proxy forwarding a whole read):
-        when the third item is not None the spans are token indices into it, for `byte_spans`."""
+        when the third item is not None the spans are token indices into it, for `byte_spans`.
+        `split` is `data.split(b"\\r\\n")` when the caller already made it (see `uniform_names`)."""
         if self._failed is not None:
             raise self._failed
         if not max_commands and not self._held and self._partial is None and not self._rest and data[:1] == b"*":
-            fast = _split_scan(data, self.limits)
+            fast = _split_scan(data, self.limits, split)
             if fast is not None:
                 return data, fast[0], fast[1]
         commands: list[Command] = []
@@ -161,6 +164,11 @@ class RequestParser:
             if not commands:
                 raise
             return self._current, commands, None  # what came before the bad frame; `failed` tells
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held between reads: the next read starts at a command's first byte."""
+        return not self._held and self._partial is None and not self._rest and self._failed is None
 
     @property
     def failed(self) -> ProtocolError | None:
@@ -334,9 +342,11 @@ class RequestParser:
 
 _BULK_HEADERS = [b"$%d" % size for size in range(16384)]
 _ARRAY_HEADERS = {b"*%d" % count: count for count in range(1, 257)}
+_BULK_LENGTHS = {header: size for size, header in enumerate(_BULK_HEADERS)}
 
 
-def _split_scan(buf: bytes, limits: Limits) -> tuple[list[Command], list[bytes]] | None:
+def _split_scan(buf: bytes, limits: Limits,
+                split: list[bytes] | None = None) -> tuple[list[Command], list[bytes]] | None:
     """The common case at C speed: a read holding only whole array commands (up to 256 arguments of
     under 16 KiB), none of whose arguments contains \\r\\n. Splitting at every \\r\\n gives header,
     payload, header, payload...; every payload must be exactly as long as its header says and every
@@ -349,7 +359,7 @@ def _split_scan(buf: bytes, limits: Limits) -> tuple[list[Command], list[bytes]]
     if limits.max_array < len(_ARRAY_HEADERS) or limits.max_bulk < len(_BULK_HEADERS) or \
             len(buf) > limits.max_request:
         return None  # limits this tight are checked by the exact parser
-    parts = buf.split(_CRLF)
+    parts = buf.split(_CRLF) if split is None else split
     if parts[-1]:  # the read does not end at the end of a line
         return None
     last = len(parts) - 1
@@ -376,6 +386,40 @@ def _split_scan(buf: bytes, limits: Limits) -> tuple[list[Command], list[bytes]]
     except IndexError:  # a payload of 16 KiB or more
         return None
     return commands, parts
+
+
+def uniform_names(buf: bytes, limits: Limits) -> tuple[list[bytes] | None, list[bytes] | None]:
+    """The command names of a read made only of whole commands that all have the same number of
+    arguments (a pipeline of GETs, of SETs...), found without a Python step per command or per
+    argument; (None, split) for any other read, the split handed on to `RequestParser.feed_lazy`
+    so it is not made twice, or (None, None) when the read was not even split.
+
+    Same proof as `_split_scan`: after the split, every array header must be the same canonical
+    `*N` at every (2N+1)-th token; the tokens between alternate bulk header and payload, and every
+    header must be the canonical one for its payload's length, which a payload holding \\r\\n
+    could not satisfy. So the names are redis's names for these very bytes."""
+    if buf[:1] != b"*" or limits.max_array < len(_ARRAY_HEADERS) or limits.max_bulk < len(_BULK_HEADERS) or \
+            len(buf) > limits.max_request:
+        return None, None
+    parts = buf.split(_CRLF)
+    if parts[-1]:
+        return None, parts
+    count = _ARRAY_HEADERS.get(parts[0])
+    if count is None:
+        return None, parts
+    step = 2 * count + 1
+    n, odd = divmod(len(parts) - 1, step)
+    if odd or parts[0:-1:step].count(parts[0]) != n:
+        return None, parts
+    for column in range(1, step, 2):  # argument by argument: in a pipeline its header often repeats
+        headers, payloads = parts[column::step], parts[column + 1::step]
+        size = _BULK_LENGTHS.get(headers[0])
+        if size is not None and headers.count(headers[0]) == n:
+            if list(map(len, payloads)).count(size) != n:
+                return None, parts
+        elif list(map(_BULK_LENGTHS.get, headers)) != list(map(len, payloads)):
+            return None, parts  # a header not canonical, or not its payload's length
+    return parts[2::step], parts
 
 
 def byte_spans(parts: list[bytes], commands: list[Command]) -> list[Command]:
