@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 
@@ -38,3 +39,14 @@ def judge(inspector: Inspector) -> Judge:
 
 def rules_of(found: list[tuple[str, str]]) -> set[str]:
     return {rule for rule, _ in found}
+
+
+def q(value: str, name: str = "q") -> str:
+    """`name=value` as a query string, every reserved character escaped."""
+    return f"{name}={quote(value, safe='')}"
+
+
+def catches_and_passes(judge: Judge, rule: str, attack: str, benign: str) -> None:
+    """The rule fires on the attack in parameter `q`, and nothing fires on its benign look-alike."""
+    assert rule in rules_of(judge(q(attack)))
+    assert judge(q(benign)) == []

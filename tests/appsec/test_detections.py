@@ -7,12 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from cloudward.appsec.detectors import classify_host, find_jndi, parse_ip
-from tests.appsec.conftest import Judge, rules_of
-
-
-def q(value: str, name: str = "q") -> str:
-    return f"{name}={quote(value, safe='')}"
-
+from tests.appsec.conftest import Judge, q, rules_of
 
 BENIGN = [
     "O'Reilly",

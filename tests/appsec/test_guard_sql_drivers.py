@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from tests.appsec.servers import ROOT, findings, start_fastapi
-from tests.appsec.test_guard_sql import DELETE_ALL, HOSTILE, LEAK, NOTES, POLICY, USERS, _seed
+from tests.appsec.test_guard_sql import DELETE_ALL, HOSTILE, LEAK, NOTES, POLICY, USERS, _database, _seed
 from tests.harness.services import PostgresService, Service, http_get
 
 APP = "tests.appsec.apps.sql_drivers_app:app"
@@ -43,23 +43,13 @@ class App:
         return self.service.url or ""
 
 
-def _pg_database(postgres: PostgresService, name: str) -> str:
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(dsn) as connection:
-        _seed(connection)
-    return dsn
-
-
 def _start(directory: Path, mode: str, postgres: PostgresService) -> App:
     with sqlite3.connect(directory / "aio.db") as connection:
         _seed(connection)
     connection.close()
     policy = directory / "policy.yaml"
     policy.write_text(POLICY)
-    dsn = _pg_database(postgres, f"guard_drivers_{mode}")
+    dsn = _database(postgres, f"guard_drivers_{mode}")
     service = start_fastapi(mode, policy=policy, app=APP,
                             extra_env={"APPSEC_SQL_DIR": str(directory), "APPSEC_PG_DSN": dsn})
     return App(service, directory / "aio.db", dsn)
@@ -314,7 +304,7 @@ print(sorted(set(judged)))
 
 def test_hooks_import_nothing_judge_only_in_requests_and_keep_the_callers_classes(
         tmp_path: Path, postgres_trust: PostgresService) -> None:
-    dsn = _pg_database(postgres_trust, "guard_drivers_hooks")
+    dsn = _database(postgres_trust, "guard_drivers_hooks")
     database = tmp_path / "hooks.db"
     with sqlite3.connect(database) as connection:
         _seed(connection)
