@@ -127,6 +127,7 @@ def expression_tables() -> tf_expr.Lookup:
 @SETTINGS
 @given(st.lists(st.sampled_from(EXPR_TOKENS), max_size=40))
 @example(["range(", "1e308", ")"])
+@example(["var.n", ".", "1e308"])
 @example(["[", "for", "k", "in", "range(", "9999", ")", ":", "[", "for", "v", "in", "range(", "9999", ")", ":", "v",
           "]", "]"])
 def test_expressions_evaluate_or_say_why_never_crash(tokens: list[str]) -> None:

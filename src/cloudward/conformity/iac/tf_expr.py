@@ -122,7 +122,7 @@ class _Parser:
                 self.pos += 1
                 self.ws()
                 if self.pos < len(self.text) and self.text[self.pos].isdigit():
-                    node = ("index", node, ("lit", int(self.number_text())))
+                    node = ("index", node, ("lit", self.index_digits()))
                 else:
                     node = ("attr", node, self.identifier())
             elif self.take("["):
@@ -142,6 +142,15 @@ class _Parser:
             end += 1
         self.pos = end
         return self.text[start:end]
+
+    def index_digits(self) -> int:
+        """The digits of a legacy `.0` index (`list.0.name`): only digits, so `x.1e3` is not an index 1000."""
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos].isdigit():
+            self.pos += 1
+        if self.pos - start > 18:
+            raise Unknown("index too large to evaluate")
+        return int(self.text[start:self.pos])
 
     def number_text(self) -> str:
         start = self.pos
