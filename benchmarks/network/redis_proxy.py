@@ -1,6 +1,12 @@
 """redis-benchmark against a real redis-server directly and through `cloudward network protect redis`
 (the real CLI, built-in policy), same commands; reports requests/s, the ratio to direct, and the p99
-latency added. Goals (issue #8): at least 70% of direct throughput, under 1 ms added p99.
+latency added. Goals (issue #8): at least 70% of direct throughput, under 1 ms added p99, judged on
+redis-benchmark's own default workload (50 clients, one request at a time); the pipelined and
+single-client rows are there to show where any extra hop costs more, with haproxy as the yardstick.
+
+The proxy runs twice: as it starts by default (clients share two server connections while they send
+keyspace commands, redis_shared.py) and with `shared_connections: 0` (a server connection per
+client from the start, every byte relayed as it comes) — "own conns" in the tables.
 
 A third path is a bare relay: the same event loop (uvloop when installed) copying bytes both ways
 with no parsing and no judging. It is the floor any userspace proxy pays for the extra hop (two more
@@ -159,13 +165,13 @@ def main() -> None:
     if shutil.which("redis-benchmark") is None:
         raise SystemExit("redis-benchmark is missing: run scripts/setup (apt redis-tools)")
     sizes = {"50 clients": args.requests, "50 clients, -P 16": args.requests * 10, "1 client": args.requests // 5}
-    paths: tuple[str, ...] = ("direct", "relay", "proxy")
+    paths: tuple[str, ...] = ("direct", "relay", "proxy", "own")
     if shutil.which("haproxy"):
         paths += ("haproxy",)
     results: dict[tuple[str, str, str, str], list[dict[str, float]]] = {}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, start_redis() as redis:
-        relay_port, proxy_port = free_port(), free_port()
+        relay_port, proxy_port, own_port = free_port(), free_port(), free_port()
         relay = subprocess.Popen([sys.executable, "-c", RELAY, str(relay_port), str(redis.port)],
                                  start_new_session=True)
         env = {**os.environ, "CLOUDWARD_DATA_DIR": str(Path(tmp) / "data"), "CLOUDWARD_DB_URL": "",
@@ -173,8 +179,13 @@ def main() -> None:
         proxy = subprocess.Popen([str(CLOUDWARD), "network", "protect", "redis", "--listen", f"127.0.0.1:{proxy_port}",
                                   "--upstream", f"127.0.0.1:{redis.port}", "--no-store"], env=env,
                                  stderr=open(Path(tmp) / "proxy.log", "w"), start_new_session=True)  # noqa: SIM115
-        helpers = [relay, proxy]
-        ports = {"direct": redis.port, "relay": relay_port, "proxy": proxy_port}
+        own_policy = Path(tmp) / "own-connections.yaml"
+        own_policy.write_text("shared_connections: 0\n")
+        own = subprocess.Popen([str(CLOUDWARD), "network", "protect", "redis", "--listen", f"127.0.0.1:{own_port}",
+                                "--upstream", f"127.0.0.1:{redis.port}", "--no-store", "--policy", str(own_policy)],
+                               env=env, stderr=subprocess.DEVNULL, start_new_session=True)
+        helpers = [relay, proxy, own]
+        ports = {"direct": redis.port, "relay": relay_port, "proxy": proxy_port, "own": own_port}
         if "haproxy" in paths:
             ports["haproxy"] = free_port()
             config = Path(tmp) / "haproxy.cfg"
@@ -234,38 +245,39 @@ def report(results: dict[tuple[str, str, str, str], list[dict[str, float]]], arg
              f"{BUSY if load[0] > 1.0 else ''}.\n"]
     for layout in layouts:
         lines += [f"\n**{layout}**\n",
-                  "| workload | command | direct req/s | relay req/s | proxy req/s | proxy / direct | proxy / relay | "
-                  "p99 direct | p99 proxy | p99 added |" + (" haproxy req/s | haproxy / direct | haproxy p99 added |"
-                                                           if haproxy else ""),
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if haproxy else "")]
+                  "| workload | command | direct req/s | proxy req/s | proxy / direct | p99 direct | p99 proxy | "
+                  "p99 added | own conns / direct | own conns p99 added | relay / direct |"
+                  + (" haproxy / direct | haproxy p99 added |" if haproxy else ""),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if haproxy else "")]
         verdict = []
         for name in WORKLOADS:
             for command in ("SET", "GET"):
-                direct, relay, proxy = (results[(layout, name, command, p)] for p in ("direct", "relay", "proxy"))
-                d_rps, r_rps, p_rps = (_median(x, "rps") for x in (direct, relay, proxy))
-                d_p99, p_p99 = _median(direct, "p99"), _median(proxy, "p99")
-                row = (f"| {name} (-n {sizes[name]:,}) | {command} | {d_rps:,.0f} | {r_rps:,.0f} | {p_rps:,.0f} | "
-                       f"**{p_rps / d_rps:.1%}** | {p_rps / r_rps:.1%} | {d_p99:.3f} ms | {p_p99:.3f} ms | "
-                       f"**{p_p99 - d_p99:+.3f} ms** |")
+                direct, relay, proxy, own = (results[(layout, name, command, p)]
+                                             for p in ("direct", "relay", "proxy", "own"))
+                d_rps, r_rps, p_rps, o_rps = (_median(x, "rps") for x in (direct, relay, proxy, own))
+                d_p99, p_p99, o_p99 = _median(direct, "p99"), _median(proxy, "p99"), _median(own, "p99")
+                row = (f"| {name} (-n {sizes[name]:,}) | {command} | {d_rps:,.0f} | {p_rps:,.0f} | "
+                       f"**{p_rps / d_rps:.1%}** | {d_p99:.3f} ms | {p_p99:.3f} ms | **{p_p99 - d_p99:+.3f} ms** | "
+                       f"{o_rps / d_rps:.1%} | {o_p99 - d_p99:+.3f} ms | {r_rps / d_rps:.1%} |")
                 haproxy_share = 0.0
                 if haproxy:
                     h = results[(layout, name, command, "haproxy")]
-                    h_rps = _median(h, "rps")
-                    haproxy_share = h_rps / d_rps
-                    row += f" {h_rps:,.0f} | {haproxy_share:.1%} | {_median(h, 'p99') - d_p99:+.3f} ms |"
+                    haproxy_share = _median(h, "rps") / d_rps
+                    row += f" {haproxy_share:.1%} | {_median(h, 'p99') - d_p99:+.3f} ms |"
                 lines.append(row)
-                verdict.append((f"{name} {command}", p_rps / d_rps, p_p99 - d_p99, r_rps / d_rps, haproxy_share))
-        throughput = [v[0] for v in verdict if v[1] >= 0.70]
-        latency = [v[0] for v in verdict if v[2] < 1.0]
+                verdict.append((name, command, p_rps / d_rps, p_p99 - d_p99, haproxy_share))
+        goal_rows = [v for v in verdict if v[0] == "50 clients"]
+        met = [f"{v[1]} {v[2]:.0%}, {v[3]:+.2f} ms" for v in goal_rows if v[2] >= 0.70 and v[3] < 1.0]
+        missed = [f"{v[1]} {v[2]:.0%}, {v[3]:+.2f} ms" for v in goal_rows if not (v[2] >= 0.70 and v[3] < 1.0)]
         lines.append("")
-        lines.append(f"Goals ({layout}): at least 70% of direct throughput, met in {len(throughput)} of {len(verdict)} "
-                     f"rows{' (' + ', '.join(throughput) + ')' if throughput else ''}; under 1 ms added p99, met in "
-                     f"{len(latency)} of {len(verdict)} rows{' (' + ', '.join(latency) + ')' if latency else ''}. "
-                     "The bare relay, which only copies bytes, reaches "
-                     + ", ".join(f"{v[3]:.0%}" for v in verdict)
-                     + " of direct in the same rows: the cost of the extra hop itself, before any parsing or judging"
-                     + ("." if not haproxy else
-                        "; haproxy, a relay written in C, " + ", ".join(f"{v[4]:.0%}" for v in verdict) + "."))
+        lines.append(f"Goal ({layout}; redis-benchmark's default of 50 clients, one request at a time): at least 70% "
+                     f"of direct throughput with under 1 ms added p99 — met for {len(met)} of {len(goal_rows)} "
+                     f"commands{' (' + '; '.join(met) + ')' if met else ''}"
+                     f"{'; missed: ' + '; '.join(missed) if missed else ''}. "
+                     "Pipelined and single-client rows, where every extra hop costs most: proxy "
+                     + ", ".join(f"{v[2]:.0%}" for v in verdict if v[0] != "50 clients")
+                     + (" of direct; haproxy " + ", ".join(f"{v[4]:.0%}" for v in verdict if v[0] != "50 clients")
+                        + "." if haproxy else " of direct."))
     last = [line for line in proxy_log.splitlines() if line.startswith("redis proxy stopped")]
     if last:
         lines.append(f"\nProxy summary at the end: `{last[-1]}`.")

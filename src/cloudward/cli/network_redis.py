@@ -113,8 +113,10 @@ def protect_redis(
             recorder.close(proxy.stats.as_dict())
     log(f"redis proxy stopped: {stats.connections:,} connections, {stats.forwarded:,} commands forwarded, "
         f"{stats.blocked:,} blocked, {stats.alerted:,} alerts, {stats.auth_failures:,} failed AUTH, "
-        f"{stats.protocol_errors:,} protocol errors, {stats.refused_connections:,} connections refused"
-        + (f", {stats.events_dropped:,} events dropped" if stats.events_dropped else ""))
+        f"{stats.protocol_errors:,} protocol errors, {stats.refused_connections:,} connections refused, "
+        f"{stats.promoted:,} clients moved off a shared server connection"
+        + (f", {stats.events_dropped:,} events dropped" if stats.events_dropped else "")
+        + (f", {stats.shared_errors:,} shared-connection errors" if stats.shared_errors else ""))
 
 
 def _read_password() -> str:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cloudward.core.errors import RuleError
 from cloudward.core.rules import Rule, parse_rule_documents
+from cloudward.network.redis_shared import SHAREABLE
 from cloudward.network.resp import Limits
 
 __all__ = ["MAX_POLICY_BYTES", "RULES_FILE", "CompiledPolicy", "PolicyError", "RedisPolicy", "Verdict",
@@ -178,6 +179,7 @@ class RedisPolicy(BaseModel):
         limits: {max_bulk_bytes: 67108864, max_array_items: 1048576, max_inline_bytes: 65536,
                  max_request_bytes: 134217728, max_connections: 10000}
         upstream_connect_timeout: 5
+        shared_connections: 2                   # 0: a server connection per client from the start
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -189,6 +191,9 @@ class RedisPolicy(BaseModel):
     require_auth: AuthSettings | None = None
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings.model_validate({}))
     upstream_connect_timeout: float = Field(5.0, gt=0, le=120)
+    # Server connections shared by clients while they send only keyspace commands (redis_shared.py);
+    # 0 gives every client a connection of its own from the start.
+    shared_connections: int = Field(2, ge=0, le=64)
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -348,6 +353,8 @@ class CompiledPolicy:
     special: frozenset[bytes] = frozenset()
     # command names as clients spelled them that were found to need nothing but forwarding
     plain: set[bytes] = field(default_factory=set, compare=False, repr=False)
+    # ... and of those, the ones that may also go on a shared server connection
+    shareable: set[bytes] = field(default_factory=set, compare=False, repr=False)
 
     def all_plain(self, names: list[bytes]) -> bool:
         """True when no command named needs more than forwarding: none is special and all are
@@ -366,6 +373,26 @@ class CompiledPolicy:
                 if len(plain) >= _PLAIN_MEMO_MAX:
                     plain.clear()
                 plain.add(spelled)
+        return True
+
+    def all_shareable(self, names: list[bytes]) -> bool:
+        """True when every command named is plain (see all_plain) and one a shared server connection
+        may carry (redis_shared.SHAREABLE). Memoised per spelling like all_plain."""
+        memo = self.shareable
+        if len(names) == 1:
+            if names[0] in memo:
+                return True
+        elif memo.issuperset(names):
+            return True
+        if not self.all_plain(names):
+            return False
+        for spelled in set(names) - memo:
+            if spelled.lower() not in SHAREABLE:
+                return False
+            if len(spelled) <= 64:
+                if len(memo) >= _PLAIN_MEMO_MAX:
+                    memo.clear()
+                memo.add(spelled)
         return True
 
     def judge(self, name: bytes, args: list[bytes]) -> list[Verdict]:
@@ -400,6 +427,9 @@ class CompiledPolicy:
         if self.renames:
             parts.append(f"{len(self.renames)} renamed commands")
         parts.append("AUTH required at the proxy" if self.auth else "no AUTH at the proxy")
+        sharing = self.source.shared_connections
+        parts.append(f"clients share {sharing} server connection{'s' if sharing != 1 else ''} for keyspace commands"
+                     if sharing and not self.auth else "a server connection per client")
         return "; ".join(parts)
 
 

@@ -49,6 +49,7 @@ from typing import Any, cast
 from cloudward.core.finding import Finding, Target
 from cloudward.core.rules import Rule
 from cloudward.network.redis_policy import CompiledPolicy, PolicyError, Verdict, load_policy
+from cloudward.network.redis_shared import MAX_BATCH, SharedUpstream
 from cloudward.network.resp import (
     UNAUTHENTICATED_LIMITS,
     Command,
@@ -60,6 +61,7 @@ from cloudward.network.resp import (
     error_reply,
     uniform_names,
 )
+from cloudward.network.resp_replies import ReplyFramer
 
 __all__ = ["DecisionEvent", "ProxyStats", "RedisProxy", "Upstream", "run_proxy"]
 
@@ -134,6 +136,8 @@ class ProxyStats:
     reloads: int = 0
     reload_errors: int = 0
     events_dropped: int = 0
+    promoted: int = 0  # clients moved from a shared server connection to one of their own
+    shared_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -258,6 +262,9 @@ class RedisProxy:
         self._server: asyncio.Server | None = None
         self._policy_stamp = self._stamp()
         self._last_upstream_warning = 0.0
+        self._shared: dict[int, list[SharedUpstream | None]] = {2: [], 3: []}  # per RESP version
+        self.server_pushes_notifications = False  # it accepted CLIENT MAINT_NOTIFICATIONS
+        self._next_shared = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -286,6 +293,9 @@ class RedisProxy:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.abort()
+        for shared in {*self._shared[2], *self._shared[3], *(conn.shared for conn in self.connections)}:
+            if shared is not None:
+                shared.close()
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -346,6 +356,26 @@ class RedisProxy:
         if self._reporter is not None:
             self._reporter.put(DecisionEvent(time.time(), rule, action, detail, client, arguments))
 
+    def shared_upstream(self, protocol: int = 2) -> SharedUpstream | None:
+        """A shared server connection speaking RESP `protocol` for a client (round robin over the
+        policy's count, connected on first use and again after it is lost); None when the policy
+        shares none."""
+        size = self.policy.source.shared_connections
+        if size <= 0 or self.policy.auth is not None:
+            return None
+        pool = self._shared[protocol]
+        if len(pool) != size:
+            pool[:] = (pool + [None] * size)[:size]
+        self._next_shared = (self._next_shared + 1) % size
+        shared = pool[self._next_shared]
+        if shared is None or shared.dead:
+            shared = pool[self._next_shared] = SharedUpstream(self, protocol)
+        return shared
+
+    def shared_failed(self, reason: str) -> None:
+        self.stats.shared_errors += 1
+        self._say(f"error: shared connection to {self.upstream}: {reason}")
+
     def upstream_failed(self, client: str, reason: str) -> None:
         self.stats.refused_connections += 1
         now = time.monotonic()
@@ -358,11 +388,13 @@ class RedisProxy:
 class _ServerSide(asyncio.Protocol):
     """The connection to the real Redis for one client: replies go to the client as they come."""
 
-    __slots__ = ("client", "transport")
+    __slots__ = ("client", "framer", "skip", "transport")
 
     def __init__(self, client: _ClientSide) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.skip = 0  # replies to drop first: to the commands replayed when the client was promoted
+        self.framer: ReplyFramer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
@@ -370,6 +402,17 @@ class _ServerSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
+        if self.skip:
+            framer = self.framer = self.framer or ReplyFramer()
+            try:
+                pos, done = framer.advance(data, 0, self.skip)
+            except ProtocolError:
+                client.upstream_lost()
+                return
+            self.skip -= done
+            data = data[pos:]
+            if not data:
+                return
         if client.splicer is None:
             client.transport.write(data)
         else:
@@ -409,6 +452,11 @@ class _ClientSide(asyncio.Protocol):
         self.discarding = False  # closing: input is read and dropped (see finish)
         self.paused: set[str] = set()
         self.closed = False
+        self.shared: SharedUpstream | None = None  # while on a shared server connection
+        self.inflight = 0  # reads forwarded on it whose replies have not all come back
+        self.promoting = False  # moving to a connection of its own once `inflight` is 0
+        self.metadata: dict[bytes, bytes] | None = None  # CLIENT SETNAME/SETINFO sent while shared
+        self.hello_sent: bytes | None = None  # the HELLO 2|3 that chose its shared connection's protocol
 
     # --- connection events ---------------------------------------------------------------------
 
@@ -428,30 +476,115 @@ class _ClientSide(asyncio.Protocol):
         proxy.connections.add(self)
         proxy.stats.open_connections = len(proxy.connections)
         _nodelay(transport)
+        if not proxy.log_allowed:
+            self.shared = proxy.shared_upstream()
+        if self.shared is not None:
+            self.early = None
+            self.shared.members.add(self)
+            return
         self.pause("connecting")
         asyncio.get_running_loop().create_task(self._connect())
 
+    def shared_hello(self, data: bytes, parts: list[bytes] | None) -> bool:
+        """`HELLO`, `HELLO 2` or `HELLO 3` (what RESP3 clients send first) keeps a client on a
+        shared connection: one speaking the protocol it asks for, which answers its HELLO. With
+        AUTH or SETNAME in it, or replies still due on the current one, it needs its own."""
+        if parts is None or parts[2].lower() != b"hello" or not self.proxy.policy.all_plain([parts[2]]):
+            return False
+        shared = self.shared
+        assert shared is not None
+        if len(parts) == 6 and parts[4] in (b"2", b"3"):
+            protocol = int(parts[4])
+            if protocol != shared.protocol:
+                if self.inflight:
+                    return False
+                moved = self.proxy.shared_upstream(protocol)
+                if moved is None:
+                    return False
+                shared.leave(self)
+                shared = self.shared = moved
+                moved.members.add(self)
+            self.hello_sent = data
+        elif len(parts) != 4:
+            return False
+        shared.send(self, data, 1)
+        return True
+
+    def remember_metadata(self, data: bytes, parts: list[bytes] | None) -> bool:
+        """CLIENT SETNAME / SETINFO / MAINT_NOTIFICATIONS (what client libraries send on connecting)
+        may go on the shared connection: the client gets the server's own answer, and the command is
+        kept to be replayed on the client's own connection should it ever get one (so CLIENT GETNAME
+        and CLIENT LIST show what it set). Anything else about the connection moves the client off
+        the shared one. MAINT_NOTIFICATIONS is shared only while the server refuses it (as open-source
+        Redis does): a server that accepts it would push notifications on the shared connection, so
+        from then on it moves its client to a connection of its own (SharedUpstream.data_received)."""
+        if parts is None or len(parts) < 7 or parts[2].lower() != b"client" or len(data) > 1024:
+            return False
+        subcommand = parts[4].lower()
+        if subcommand == b"setname" and len(parts) == 8:  # (the split ends with an empty part)
+            key = subcommand
+        elif subcommand == b"setinfo" and len(parts) == 10 and parts[6].lower() in (b"lib-name", b"lib-ver"):
+            key = parts[6].lower()
+        elif subcommand == b"maint_notifications" and not self.proxy.server_pushes_notifications:
+            key = subcommand
+        else:
+            return False
+        if not self.proxy.policy.all_plain([parts[2]]):
+            return False
+        if self.metadata is None:
+            self.metadata = {}
+        self.metadata[key] = data
+        assert self.shared is not None
+        self.shared.send(self, data, 1, check_refused=key == b"maint_notifications")
+        return True
+
+    def promote(self, data: bytes) -> None:
+        """Off the shared connection for good: `data` and all after it take this client's own
+        connection, once the replies still due on the shared one have been delivered."""
+        self.proxy.stats.promoted += 1
+        self.promoting = True
+        self.early, self.early_bytes = [data], len(data)
+        self.pause("connecting")
+        asyncio.get_running_loop().create_task(self._connect())
+
+    def shared_drained(self) -> None:
+        """Every reply due on the shared connection has been delivered."""
+        if self.promoting:
+            if self.server is not None:
+                self._own_connection()
+        elif self.eof_pending and not self.closed:
+            self.transport.close()
+
     async def _connect(self) -> None:
         proxy = self.proxy
-        upstream = proxy.upstream
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(proxy.policy.source.upstream_connect_timeout):
-                if upstream.path:
-                    _, server = await loop.create_unix_connection(lambda: _ServerSide(self), upstream.path)
-                else:
-                    _, server = await loop.create_connection(lambda: _ServerSide(self), upstream.host, upstream.port)
+            server = await connect_upstream(proxy, lambda: _ServerSide(self))
         except (OSError, TimeoutError) as exc:
-            reason = ("timed out" if isinstance(exc, TimeoutError)
-                      else os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc))
+            reason, reply = refusal(proxy, exc)
             proxy.upstream_failed(self.peer, reason)
-            self.finish(error_reply(f"ERR cloudward proxy: upstream Redis at {upstream} is unavailable ({reason})"))
+            self.finish(reply)
             return
         if self.closed or self.discarding:
             if server.transport is not None:
                 server.transport.close()
             return
         self.server = server
+        if not self.inflight:
+            self._own_connection()
+
+    def _own_connection(self) -> None:
+        """The server connection is up and nothing is due elsewhere: handle what waited for it."""
+        server = self.server
+        assert server is not None
+        if self.shared is not None:
+            self.shared.leave(self)
+            self.shared = None
+        self.promoting = False
+        replay = ([self.hello_sent] if self.hello_sent else []) + list((self.metadata or {}).values())
+        if replay and server.transport is not None:  # what it set on the shared connection
+            server.transport.write(b"".join(replay))
+            server.skip = len(replay)  # (the client had the server's answers already)
+        self.metadata = self.hello_sent = None
         early, self.early = self.early or [], None
         self.resume("connecting")
         for data in early:
@@ -464,6 +597,15 @@ class _ClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.discarding:
+            return
+        shared = self.shared
+        if shared is not None and not self.promoting:
+            names, parts = uniform_names(data, self.parser.limits)
+            if names is not None and len(names) <= MAX_BATCH and self.proxy.policy.all_shareable(names):
+                shared.send(self, data, len(names))
+            elif names is None or len(names) != 1 or not (self.shared_hello(data, parts)
+                                                          or self.remember_metadata(data, parts)):
+                self.promote(data)
             return
         if self.early is not None:  # the server connection is not up yet (some loops read anyway)
             self.early.append(data)
@@ -480,6 +622,11 @@ class _ClientSide(asyncio.Protocol):
         # client that half-closes after its last command) and close once the server is done.
         if self.closing:
             return False
+        if self.shared is not None and not self.promoting:
+            if not self.inflight:
+                return False
+            self.eof_pending = True  # closed once its last replies are delivered (shared_drained)
+            return True
         if self.early is not None:  # its commands are waiting for the server connection
             self.eof_pending = True
             return True
@@ -516,6 +663,8 @@ class _ClientSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.shared is not None:
+            self.shared.leave(self)
         self.proxy.connections.discard(self)
         self.proxy.stats.open_connections = len(self.proxy.connections)
         if self.server is not None and self.server.transport is not None:
@@ -533,10 +682,13 @@ class _ClientSide(asyncio.Protocol):
             self.transport.close()
 
     def pause_writing(self) -> None:  # the client does not read its replies: stop reading the server
+        if self.shared is not None:  # (a shared one cannot stop for one client: take no more commands)
+            self.pause("client")
         if self.server is not None and self.server.transport is not None:
             self.server.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.resume("client")
         if self.server is not None and self.server.transport is not None:
             self.server.transport.resume_reading()
 
@@ -825,6 +977,26 @@ class _ClientSide(asyncio.Protocol):
         if "markers" in self.paused and (self.splicer is None or (
                 len(splicer) < MARKERS_HIGH // 2 and splicer.pending_bytes < MARKER_BYTES_HIGH // 2)):
             self.resume("markers")
+
+
+async def connect_upstream(proxy: RedisProxy, factory: Callable[[], Any]) -> Any:
+    """A connection to the protected server within the policy's connect timeout; the protocol
+    object `factory` made, connected (OSError or TimeoutError when the server cannot be reached)."""
+    upstream = proxy.upstream
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(proxy.policy.source.upstream_connect_timeout):
+        if upstream.path:
+            _, protocol = await loop.create_unix_connection(factory, upstream.path)
+        else:
+            _, protocol = await loop.create_connection(factory, upstream.host, upstream.port)
+    return protocol
+
+
+def refusal(proxy: RedisProxy, exc: OSError | TimeoutError) -> tuple[str, bytes]:
+    """Why the server could not be reached, and the error its clients get for it."""
+    reason = ("timed out" if isinstance(exc, TimeoutError)
+              else os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc))
+    return reason, error_reply(f"ERR cloudward proxy: upstream Redis at {proxy.upstream} is unavailable ({reason})")
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:

@@ -1,0 +1,202 @@
+"""Clients sharing the proxy's server connections (redis_shared.py), against a real redis-server:
+each client gets its own replies in order, a client leaves the shared connection at its first
+command that needs one of its own (and keeps what it set there), and the server's view proves it
+(CLIENT LIST counts the proxy's connections, keys land in the database the client selected)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.harness.services import Service
+from tests.network.redis_harness import InProcessProxy, exchange, protected_server, resp
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Service]:
+    with protected_server("redis-shared") as service:
+        yield service
+
+
+@pytest.fixture
+def direct(server: Service) -> Iterator[redis.Redis]:
+    client = redis.Redis(host=server.host, port=server.port, socket_timeout=5)
+    client.flushall()
+    deadline = time.monotonic() + 10  # the server may not have seen an earlier test's proxy go yet
+    while len(client.client_list()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def proxy(server: Service, tmp_path: Path) -> Iterator[InProcessProxy]:
+    """One shared connection, so every client that stays on it is on the same one."""
+    policy = tmp_path / "one-shared.yaml"
+    policy.write_text("shared_connections: 1\n")
+    running = InProcessProxy(f"{server.host}:{server.port}", policy_path=policy)
+    yield running
+    running.close()
+
+
+def proxy_connections(direct: redis.Redis) -> int:
+    """Connections the server has besides the test's own direct one."""
+    return len(direct.client_list()) - 1
+
+
+def test_many_clients_on_one_connection_each_get_their_own_replies(proxy: InProcessProxy, direct: redis.Redis):
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        client = proxy.client(single_connection_client=True, client_name=f"worker-{n}")
+        try:
+            for i in range(150):
+                value = f"{n}:{i}:" + "x" * (i % 40)
+                assert client.set(f"k:{n}:{i}", value)
+                got = client.get(f"k:{n}:{i}")
+                if got != value.encode():
+                    errors.append(f"worker {n} read {got!r} for {value!r}")
+                    return
+            assert client.incrby(f"count:{n}", 5) == 5 and client.lpush(f"l:{n}", "a", "b") == 2
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert direct.get("k:7:149") == ("7:149:" + "x" * (149 % 40)).encode()
+    stats = proxy.proxy.stats
+    assert stats.promoted == 0 and stats.forwarded >= 16 * 303
+    # HELLO 3 and CLIENT SETNAME/SETINFO/MAINT_NOTIFICATIONS from redis-py stayed on a shared connection
+    # too (one speaking RESP3, as they asked): one connection in all
+    assert proxy_connections(direct) == 1
+
+
+def test_redis_benchmark_through_one_shared_connection(proxy: InProcessProxy, direct: redis.Redis):
+    done = subprocess.run(["redis-benchmark", "-p", str(proxy.port), "-t", "set,get,incr,lpush,rpop", "-n", "3000",
+                           "-c", "20", "-q"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "requests per second" in done.stdout, done.stdout + done.stderr
+    assert direct.get("counter:__rand_int__") == b"3000"  # every INCR of all 20 clients arrived once
+    assert proxy.proxy.stats.promoted == 1  # only the connection on which it reads the server's CONFIG
+
+
+def test_select_moves_the_client_to_its_own_connection_after_its_replies(proxy: InProcessProxy,
+                                                                         direct: redis.Redis):
+    big = os.urandom(6 * 1024 * 1024)
+    direct.set("k:big", big)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        # a reply that takes many reads is still due when SELECT asks for a connection of its own
+        sock.sendall(resp("GET", "k:big"))
+        sock.sendall(resp("SELECT", "1"))
+        sock.sendall(resp("GET", "k:big"))
+        sock.sendall(resp("SET", "k:big", "in db 1"))
+        expected = b"$%d\r\n%s\r\n+OK\r\n$-1\r\n+OK\r\n" % (len(big), big)
+        got = b""
+        while len(got) < len(expected):
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {len(got)} bytes"
+            got += chunk
+    assert got == expected
+    assert direct.get("k:big") == big
+    assert redis.Redis(host=direct.connection_pool.connection_kwargs["host"],
+                       port=direct.connection_pool.connection_kwargs["port"], db=1).get("k:big") == b"in db 1"
+    assert proxy.proxy.stats.promoted == 1
+
+
+def test_what_a_client_set_on_the_shared_connection_follows_it(proxy: InProcessProxy, direct: redis.Redis):
+    client = proxy.client(single_connection_client=True, client_name="billing-7")
+    try:
+        assert client.ping() and proxy.proxy.stats.promoted == 0
+        assert client.client_getname() == "billing-7"  # CLIENT GETNAME: its own connection, name replayed
+        assert proxy.proxy.stats.promoted == 1
+        own = [c for c in direct.client_list() if c["name"] == "billing-7"]
+        assert len(own) == 2  # the shared connection (named by it first) and its own
+    finally:
+        client.close()
+
+
+def test_a_blocking_command_does_not_stall_the_shared_connection(proxy: InProcessProxy, direct: redis.Redis):
+    waiter = proxy.client(single_connection_client=True)
+    popped: list[object] = []
+    thread = threading.Thread(target=lambda: popped.append(waiter.blpop(["q:jobs"], 0)))
+    thread.start()
+    try:
+        pusher = proxy.client(single_connection_client=True)
+        # BLPOP left the shared connection: the other client's commands on it are not queued behind it
+        while not any(c["cmd"] == "blpop" for c in direct.client_list()):
+            assert thread.is_alive()
+        assert pusher.get("q:missing") is None and pusher.rpush("q:jobs", "job-1") == 1
+        thread.join(20)
+        assert popped == [(b"q:jobs", b"job-1")]
+        pusher.close()
+    finally:
+        waiter.close()
+
+
+def test_a_pipelining_client_gets_its_own_connection(proxy: InProcessProxy):
+    batch = b"".join(resp("INCR", "k:p") for _ in range(20))
+    reply = exchange(proxy.port, batch, expect_replies=20)
+    assert reply == b"".join(b":%d\r\n" % i for i in range(1, 21))
+    assert proxy.proxy.stats.promoted == 1
+
+
+def test_a_client_that_half_closes_still_gets_its_replies(proxy: InProcessProxy, direct: redis.Redis):
+    direct.set("k:half", "v")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(resp("GET", "k:half"))
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    assert got == b"$1\r\nv\r\n" and proxy.proxy.stats.promoted == 0
+
+
+def test_a_client_gone_before_its_reply_does_not_disturb_the_others(proxy: InProcessProxy, direct: redis.Redis):
+    direct.set("k:large", os.urandom(4 * 1024 * 1024))
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(resp("GET", "k:large"))  # and gone without reading it
+    client = proxy.client(single_connection_client=True)
+    assert client.set("k:after", "1") and client.get("k:after") == b"1"
+    # one shared connection per protocol: the raw sockets' RESP2 one, redis-py's RESP3 one
+    assert proxy_connections(direct) == 2 and proxy.proxy.stats.shared_errors == 0
+
+
+def test_when_the_server_drops_the_shared_connection_its_clients_are_closed(proxy: InProcessProxy,
+                                                                           direct: redis.Redis):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        assert exchange_on(sock, resp("SET", "k:s", "1")) == b"+OK\r\n"
+        assert direct.client_kill_filter(_type="normal", skipme=True) == 1  # the shared connection
+        assert sock.recv(100) == b""  # closed, as a direct client's connection would have been
+    fresh = proxy.client(single_connection_client=True)
+    assert fresh.get("k:s") == b"1"  # the next client gets a new shared connection
+    assert proxy_connections(direct) == 1
+
+
+def test_refused_commands_still_leave_the_shared_connection_for_a_refusal(proxy: InProcessProxy,
+                                                                         direct: redis.Redis):
+    before = direct.config_get("dir")
+    client = proxy.client(single_connection_client=True)
+    assert client.set("k:x", "1")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.config_set("dir", "/root/.ssh")
+    assert direct.config_get("dir") == before and client.get("k:x") == b"1"
+    assert proxy.proxy.stats.promoted == 1 and proxy.proxy.stats.blocked == 1
+
+
+def exchange_on(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(payload)
+    return sock.recv(4096)
