@@ -6,6 +6,7 @@ command that needs one of its own (and keeps what it set there), and the server'
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from cloudward.network.redis_policy import hash_password
 from tests.harness.services import Service
 from tests.network.redis_harness import InProcessProxy, exchange, protected_server, resp
 
@@ -200,3 +204,106 @@ def test_refused_commands_still_leave_the_shared_connection_for_a_refusal(proxy:
 def exchange_on(sock: socket.socket, payload: bytes) -> bytes:
     sock.sendall(payload)
     return sock.recv(4096)
+
+
+def test_a_reload_that_requires_auth_applies_to_clients_on_a_shared_connection(server: Service, tmp_path: Path,
+                                                                               direct: redis.Redis):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("shared_connections: 1\n")
+    running = InProcessProxy(f"{server.host}:{server.port}", policy_path=policy)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+            assert exchange_on(sock, resp("SET", "k:r", "1")) == b"+OK\r\n"
+            policy.write_text(f"require_auth:\n  password_sha256: {hash_password('reload-secret')}\n")
+            assert running.call(lambda: running.proxy.reload("test"))
+            assert exchange_on(sock, resp("GET", "k:r")) == b"-NOAUTH Authentication required.\r\n"
+            assert exchange_on(sock, resp("AUTH", "reload-secret")) == b"+OK\r\n"
+            assert exchange_on(sock, resp("GET", "k:r")) == b"$1\r\n1\r\n"
+    finally:
+        running.close()
+
+
+
+# --- differential: through the proxy exactly what the server says directly ----------------------------------------
+
+def _client_commands(i: int) -> st.SearchStrategy[list[bytes]]:
+    """One client's command, as one or more RESP frames, on keys no other client touches (so the
+    replies do not depend on how the clients' commands interleave)."""
+    k, lst, h = f"c{i}:k", f"c{i}:l", f"c{i}:h"
+    value = st.sampled_from(["1", "v", "", "x" * 300, "a\r\nb"])
+    return st.one_of(
+        value.map(lambda v: [resp("SET", k, v)]),
+        st.just([resp("GET", k)]), st.just([resp("INCR", k)]), st.just([resp("DEL", k)]),
+        st.just([resp("TYPE", k)]), value.map(lambda v: [resp("LPUSH", lst, v)]),
+        st.just([resp("LRANGE", lst, "0", "-1")]), value.map(lambda v: [resp("HSET", h, "f", v)]),
+        st.just([resp("HGETALL", h)]), st.just([resp("PING")]), st.just([resp("ECHO", "hi")]),
+        st.sampled_from(["0", "1"]).map(lambda db: [resp("SELECT", db)]),
+        st.just([resp("CLIENT", "SETNAME", f"n{i}")]), st.just([resp("CLIENT", "GETNAME")]),
+        st.sampled_from(["2", "3"]).map(lambda v: [resp("HELLO", v)]),
+        st.just([resp("MULTI"), resp("INCR", k), resp("GET", k), resp("EXEC")]),
+        st.just([b"PING\r\n"]),  # inline
+        st.just([resp("CONFIG", "SET", "dir", "/tmp")]),  # refused by the proxy: compared apart
+    )
+
+
+def _read_replies(sock: socket.socket, count: int) -> bytes:
+    from cloudward.network.resp_replies import ReplyFramer
+
+    framer, got, done = ReplyFramer(), b"", 0
+    while done < count:
+        chunk = sock.recv(1 << 16)
+        assert chunk, f"connection closed after {done} of {count} replies: {got[-200:]!r}"
+        _, n = framer.advance(chunk, 0, count - done)
+        done += n
+        got += chunk
+    return got
+
+
+CLIENTS = 3
+_HELLO_ID = re.compile(rb"id\r\n:\d+")
+
+
+@st.composite
+def _sessions(draw: st.DrawFn) -> list[tuple[int, list[list[bytes]]]]:
+    """Steps of (client, writes of frames): all its writes go out before its replies are read, so a
+    command that needs a connection of its own can come while replies are due on the shared one."""
+    steps = []
+    for _ in range(draw(st.integers(1, 14))):
+        i = draw(st.integers(0, CLIENTS - 1))
+        writes = [[f for _ in range(draw(st.integers(1, 6))) for f in draw(_client_commands(i))]
+                  for _ in range(draw(st.integers(1, 3)))]
+        steps.append((i, writes))
+    return steps
+
+
+def _run(port: int, steps: list[tuple[int, list[list[bytes]]]]) -> list[bytes]:
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(CLIENTS)]
+    try:
+        out = []
+        for i, writes in steps:
+            for frames in writes:
+                socks[i].sendall(b"".join(frames))
+            out.append(_read_replies(socks[i], sum(map(len, writes))))
+        return out
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=_sessions())
+def test_clients_see_through_the_proxy_what_they_see_directly(proxy: InProcessProxy, server: Service,
+                                                             steps: list[tuple[int, list[list[bytes]]]]):
+    flush = redis.Redis(host=server.host, port=server.port)
+    flush.flushall()
+    direct_replies = _run(server.port, steps)
+    flush.flushall()
+    flush.close()
+    proxied = _run(proxy.port, steps)
+    for (_, writes), want, got in zip(steps, direct_replies, proxied, strict=True):
+        frames = [f for w in writes for f in w]
+        refused = any(b"CONFIG" in f for f in frames)
+        if not refused:  # (HELLO tells a connection its id: a different connection, another id)
+            assert _HELLO_ID.sub(b"id#", got) == _HELLO_ID.sub(b"id#", want), (frames, want, got)
+        else:  # the server obeyed CONFIG SET directly; through the proxy it was refused in its place
+            assert got.count(b"-NOPERM cloudward proxy") == sum(b"CONFIG" in f for f in frames)

@@ -480,7 +480,7 @@ class _ClientSide(asyncio.Protocol):
             self.shared = proxy.shared_upstream()
         if self.shared is not None:
             self.early = None
-            self.shared.members.add(self)
+            self.shared.join(self)
             return
         self.pause("connecting")
         asyncio.get_running_loop().create_task(self._connect())
@@ -503,7 +503,7 @@ class _ClientSide(asyncio.Protocol):
                     return False
                 shared.leave(self)
                 shared = self.shared = moved
-                moved.members.add(self)
+                moved.join(self)
             self.hello_sent = data
         elif len(parts) != 4:
             return False
@@ -600,6 +600,9 @@ class _ClientSide(asyncio.Protocol):
             return
         shared = self.shared
         if shared is not None and not self.promoting:
+            if self.proxy.policy.auth is not None:  # a reload began to require AUTH at the proxy
+                self.promote(data)
+                return
             names, parts = uniform_names(data, self.parser.limits)
             if names is not None and len(names) <= MAX_BATCH and self.proxy.policy.all_shareable(names):
                 shared.send(self, data, len(names))

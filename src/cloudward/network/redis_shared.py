@@ -157,7 +157,14 @@ class SharedUpstream(asyncio.Protocol):
             member.inflight = 0
             member.upstream_lost()
 
+    def join(self, member: Member) -> None:
+        self.members.add(member)
+        if self._paused:
+            member.pause("server")
+
     def leave(self, member: Member) -> None:
+        if self._paused:
+            member.resume("server")
         self.members.discard(member)
 
     # --- requests ------------------------------------------------------------------------------------
