@@ -42,7 +42,7 @@ NETWORK_LINKS = {
 
 def test_network_rules_sit_on_the_link_of_their_row() -> None:
     network = [r for r in load_all_rules() if r.id.startswith("network.")]
-    assert {r.engine_name for r in network} == {"redis_proxy", "docker_proxy", "suricata"}
+    assert {r.engine_name for r in network} == {"redis_proxy", "docker_proxy", "suricata", "scan"}
     links, misplaced = threat_links(), []
     for rule in network:
         on = [link["link"] for link in links if any(fnmatch(rule.id, g) for g in link["rules"])]

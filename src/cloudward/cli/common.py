@@ -81,7 +81,7 @@ RULE_PACKAGES: dict[str, tuple[str, ...]] = {
     "cloudward.exposure": ("exposure",), "cloudward.secrets": ("secrets",), "cloudward.workload": ("host",),
     "cloudward.container": ("image",), "cloudward.data": ("content",), "cloudward.conformity.aws": ("aws",),
     "cloudward.conformity.iac": ("iac",), "cloudward.appsec": ("appsec",),
-    "cloudward.network": ("redis_proxy", "docker_proxy"),
+    "cloudward.network": ("redis_proxy", "docker_proxy", "scan"),
 }
 # engine -> (module, function) that checks a rule's match block, imported when a rule needs it
 RULE_VALIDATORS: dict[str, tuple[str, str]] = {
@@ -95,6 +95,7 @@ RULE_VALIDATORS: dict[str, tuple[str, str]] = {
     "appsec": ("cloudward.appsec.engine", "validate_rule"),
     "redis_proxy": ("cloudward.network.redis_policy", "validate_rule"),
     "docker_proxy": ("cloudward.network.docker_findings", "validate_rule"),
+    "scan": ("cloudward.network.scans", "validate_rule"),
 }
 
 

@@ -48,6 +48,8 @@ ClassificationOption = typer.Option(None, "--classification", metavar="FILE",
                                     help="More classtypes, in Suricata's classification.config format.")
 AllAlertsOption = typer.Option(False, "--all-alerts",
                                help="Report every matching unit (default: one alert per rule per flow).")
+NoScansOption = typer.Option(False, "--no-scans",
+                             help="Leave out port-scan and sweep detection (counting failed connection attempts).")
 PcapsArgument = typer.Argument(..., metavar="PCAP...", help="pcap or pcapng files (gzip is fine).")
 CheckFilesArgument = typer.Argument(None, metavar="[FILE]...", help="Suricata rule files.")
 LoadFilesArgument = typer.Argument(None, metavar="[FILE]...", help="Suricata rule files to install.")
@@ -69,7 +71,8 @@ def _installed(config: Path | None) -> list[Path]:
 
 
 def _options(rules: list[Path] | None, no_builtin: bool, iocs: list[Path] | None, vars_file: Path | None,
-             classification: Path | None, all_alerts: bool, config: Path | None) -> InspectOptions:
+             classification: Path | None, all_alerts: bool, config: Path | None,
+             no_scans: bool = False) -> InspectOptions:
     from cloudward.core.errors import UsageError
     from cloudward.network.inspect import InspectOptions
 
@@ -79,7 +82,7 @@ def _options(rules: list[Path] | None, no_builtin: bool, iocs: list[Path] | None
             raise UsageError(f"{path}: no such file")
     return InspectOptions(rule_files=[*_installed(config), *(rules or [])], builtin=not no_builtin,
                           ioc_files=list(iocs or []), vars_file=vars_file, classification_file=classification,
-                          dedup=not all_alerts)
+                          dedup=not all_alerts, scans=not no_scans)
 
 
 def _prepare(options: InspectOptions) -> Engine:
@@ -111,6 +114,7 @@ def inspect(
     vars_file: Path | None = VarsOption,
     classification: Path | None = ClassificationOption,
     all_alerts: bool = AllAlertsOption,
+    no_scans: bool = NoScansOption,
     format: str | None = FormatOption,  # shadows the builtin: the option is called --format
     output: Path | None = OutputOption,
     fail_on: str | None = FailOnOption,
@@ -123,7 +127,7 @@ def inspect(
 
     resolve_format(format, output)
     parse_severity(fail_on, "--fail-on")
-    engine = _prepare(_options(rules, no_builtin, iocs, vars_file, classification, all_alerts, config))
+    engine = _prepare(_options(rules, no_builtin, iocs, vars_file, classification, all_alerts, config, no_scans))
     result = ScanResult(kind="network_inspect")
     record_rule_problems(engine, result)
     totals = Totals()
@@ -156,6 +160,7 @@ def monitor(
     vars_file: Path | None = VarsOption,
     classification: Path | None = ClassificationOption,
     all_alerts: bool = AllAlertsOption,
+    no_scans: bool = NoScansOption,
     format: str | None = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str | None = FailOnOption,
@@ -173,7 +178,7 @@ def monitor(
 
     resolve_format(format, output)
     parse_severity(fail_on, "--fail-on")
-    engine = _prepare(_options(rules, no_builtin, iocs, vars_file, classification, all_alerts, config))
+    engine = _prepare(_options(rules, no_builtin, iocs, vars_file, classification, all_alerts, config, no_scans))
     result = ScanResult(kind="network_monitor")
     result.stats["partial"] = True  # live traffic shows what happened meanwhile: it fixes nothing
     record_rule_problems(engine, result)

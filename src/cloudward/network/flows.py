@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from cloudward.network.events import Direction, FlowKey, Inspectable
@@ -351,8 +352,8 @@ class Stream:
 
 
 class Flow:
-    __slots__ = ("app_proto", "client", "closed", "established", "key", "keys", "last", "mem", "replied",
-                 "server", "shared", "syn", "synack")
+    __slots__ = ("app_proto", "client", "closed", "established", "first", "key", "keys", "last", "mem",
+                 "replied", "server", "shared", "syn", "synack")
 
     def __init__(self, key: FlowKey, keys: tuple[tuple[object, ...], tuple[object, ...]], table: FlowTable,
                  ts: float) -> None:
@@ -366,7 +367,7 @@ class Flow:
         self.replied = False
         self.app_proto: str | None = None
         self.shared: dict[str, object] = {}
-        self.last = ts
+        self.first = self.last = ts
         self.closed = False
         self.mem = 0
 
@@ -388,6 +389,7 @@ class FlowTable:
         self._next_flush = 0.0
         self._next_expiry = 0.0
         self.next_event = 0.0
+        self.on_end: Callable[[Flow], None] | None = None  # told of every flow it forgets (scans.py)
 
     # ------------------------------------------------------------------ flows
 
@@ -411,6 +413,8 @@ class FlowTable:
     def _remove(self, flow: Flow) -> None:
         fwd, rev = flow.keys
         if self.flows.get(fwd) is flow.client:
+            if self.on_end is not None:
+                self.on_end(flow)
             del self.flows[fwd]
             del self.flows[rev]
             self.count -= 1

@@ -12,6 +12,10 @@ inspected (the capture file, or the interface for `monitor`); the flow is the lo
 ends, direction, packet number, capture time); the evidence is the rule (sid, rev, source line),
 the buffer that matched and a short excerpt around the match with credentials masked, and for an
 IOC signature the indicator's source and date. One finding per rule per flow by default.
+
+Beside the signatures, the flow table tells a `ScanDetector` (scans.py) of every flow it forgets:
+failed connection attempts add up to port-scan and sweep findings, whose location is the scanning
+source (and the scanned host or port) rather than one flow.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from cloudward.network.events import Inspectable
 from cloudward.network.flows import Limits, Stats
 from cloudward.network.pipeline import Pipeline
 from cloudward.network.rulesets import LoadedRules, load_signatures
+from cloudward.network.scans import ScanDetector, scan_finding
 from cloudward.network.signatures import Alert, Matcher, SignatureSet
 from cloudward.network.suricata import RuleParser, RuleVars
 
@@ -54,6 +59,7 @@ class InspectOptions:
     dedup: bool = True  # one alert per rule per flow
     limits: Limits = field(default_factory=Limits)
     backend: str = "auto"
+    scans: bool = True  # port-scan and sweep detection (built-in rules, with `builtin`)
 
 
 @dataclass
@@ -67,6 +73,9 @@ class Engine:
 
     def matcher(self) -> Matcher:
         return self.ruleset.matcher(dedup=self.options.dedup)
+
+    def scan_detector(self) -> ScanDetector | None:
+        return ScanDetector() if self.options.scans and self.options.builtin else None
 
 
 def prepare(options: InspectOptions) -> Engine:
@@ -240,7 +249,8 @@ def record_rule_problems(engine: Engine, result: ScanResult) -> None:
 
 
 def _judge(units: Iterable[Inspectable], matcher: Matcher, engine: Engine, target: Target, capture: str,
-           result: ScanResult, totals: Totals, on_finding: Callable[[Finding], None] | None) -> None:
+           result: ScanResult, totals: Totals, on_finding: Callable[[Finding], None] | None,
+           scans: ScanDetector | None = None) -> None:
     match = matcher.match
     clock = time.perf_counter
     spent = 0.0
@@ -251,8 +261,25 @@ def _judge(units: Iterable[Inspectable], matcher: Matcher, engine: Engine, targe
             spent += clock() - started
             if alerts:
                 _record(alerts, engine, target, capture, result, totals, on_finding)
+            if scans is not None and scans.alerts:
+                _record_scans(scans, target, capture, result, totals, on_finding)
     finally:
         totals.signature_seconds += spent
+        if scans is not None:  # the flows forgotten at the end of the input
+            _record_scans(scans, target, capture, result, totals, on_finding)
+            totals.pipeline["scan_failed_attempts"] = totals.pipeline.get("scan_failed_attempts", 0) + scans.attempts
+
+
+def _record_scans(scans: ScanDetector, target: Target, capture: str, result: ScanResult, totals: Totals,
+                  on_finding: Callable[[Finding], None] | None) -> None:
+    alerts, scans.alerts = scans.alerts, []
+    for alert in alerts:
+        finding = scan_finding(alert, target, capture)
+        result.findings.append(finding)
+        totals.alerts += 1
+        totals.by_rule[finding.rule_id] += 1
+        if on_finding is not None:
+            on_finding(finding)
 
 
 def _record(alerts: list[Alert], engine: Engine, target: Target, capture: str, result: ScanResult,
@@ -287,10 +314,11 @@ def inspect_capture(path: Path, engine: Engine, result: ScanResult, totals: Tota
         return None
     stats = Stats()
     matcher = engine.matcher()
+    scans = engine.scan_detector()
     started = time.perf_counter()
     try:
-        units = Pipeline(engine.options.limits, stats).run(packets)
-        _judge(units, matcher, engine, Target(kind="path", name=name), name, result, totals, on_finding)
+        units = Pipeline(engine.options.limits, stats, on_flow_end=scans.flow_ended if scans else None).run(packets)
+        _judge(units, matcher, engine, Target(kind="path", name=name), name, result, totals, on_finding, scans)
     finally:
         totals.seconds += time.perf_counter() - started
         totals.captures += 1
@@ -321,11 +349,13 @@ def monitor(interface: str, engine: Engine, result: ScanResult, totals: Totals, 
         timer.start()
     stats = Stats()
     matcher = engine.matcher()
+    scans = engine.scan_detector()
     started = time.perf_counter()
     try:
-        units = Pipeline(engine.options.limits, stats).run(_until(packets, stop))
+        units = Pipeline(engine.options.limits, stats,
+                         on_flow_end=scans.flow_ended if scans else None).run(_until(packets, stop))
         _judge(units, matcher, engine, Target(kind="interface", name=interface), f"live:{interface}", result,
-               totals, on_finding)
+               totals, on_finding, scans)
     finally:
         stop.set()
         if timer is not None:

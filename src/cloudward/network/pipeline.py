@@ -22,12 +22,12 @@ same way with the packet's index, its flow is dropped, and inspection goes on.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from cloudward.network.capture import TICK, CaptureError, Packet
 from cloudward.network.defrag import Defragmenter
 from cloudward.network.events import Direction, FlowKey, Inspectable
-from cloudward.network.flows import FlowTable, Limits, Stats, address_text
+from cloudward.network.flows import Flow, FlowTable, Limits, Stats, address_text
 from cloudward.network.layers import (
     FRAGMENT,
     ICMPV6,
@@ -74,13 +74,14 @@ class Pipeline:
     """
 
     def __init__(self, limits: Limits | None = None, stats: Stats | None = None, *,
-                 shard: tuple[int, int] | None = None) -> None:
+                 shard: tuple[int, int] | None = None, on_flow_end: Callable[[Flow], None] | None = None) -> None:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard {shard[0]} of {shard[1]} does not exist")
         self.shard = shard if shard is not None and shard[1] > 1 else None
         self.limits = limits or Limits()
         self.stats = stats if stats is not None else Stats()
         self.table = FlowTable(self.limits, self.stats)
+        self.table.on_end = on_flow_end
         limits = self.limits
         self.defrag = Defragmenter(max_datagrams=limits.max_fragmented, timeout=limits.fragment_timeout) \
             if limits.defrag else None
