@@ -50,6 +50,8 @@ AllAlertsOption = typer.Option(False, "--all-alerts",
                                help="Report every matching unit (default: one alert per rule per flow).")
 NoScansOption = typer.Option(False, "--no-scans",
                              help="Leave out port-scan and sweep detection (counting failed connection attempts).")
+DropOption = typer.Option(None, "--drop", metavar="GLOB",
+                          help="Also drop on these rules (cloudward id or sid:N glob; repeatable).")
 PcapsArgument = typer.Argument(..., metavar="PCAP...", help="pcap or pcapng files (gzip is fine).")
 CheckFilesArgument = typer.Argument(None, metavar="[FILE]...", help="Suricata rule files.")
 LoadFilesArgument = typer.Argument(None, metavar="[FILE]...", help="Suricata rule files to install.")
@@ -201,6 +203,85 @@ def monitor(
     result.stats.update(totals.as_dict(engine, matcher_counts([matcher] if matcher else [])))
     result.finish(status)
     _summary("monitor", totals, result)
+    finish(result, format, output, fail_on, config, no_store)
+
+
+@app.command("ips")
+def ips(
+    queue: int = typer.Option(..., "--queue", "-q", min=0, max=65535, metavar="N",
+                              help="The NFQUEUE number iptables/nftables send the traffic to judge to."),
+    duration: float | None = typer.Option(None, "--duration", min=0.0, metavar="S",
+                                          help="Stop after S seconds (default: until Ctrl-C or SIGTERM)."),
+    drop: list[str] = DropOption,
+    alert_only: bool = typer.Option(False, "--alert-only", help="Drop nothing: alert only (an IDS on the queue)."),
+    fail_open: bool = typer.Option(False, "--fail-open",
+                                   help="Let the kernel accept packets while the queue is full (default: drop)."),
+    rules: list[Path] = RuleFilesOption,
+    no_builtin: bool = NoBuiltinOption,
+    iocs: list[Path] = IocsOption,
+    vars_file: Path | None = VarsOption,
+    classification: Path | None = ClassificationOption,
+    no_scans: bool = NoScansOption,
+    format: str | None = FormatOption,
+    output: Path | None = OutputOption,
+    fail_on: str | None = FailOnOption,
+    no_store: bool = NoStoreOption,
+    config: Path | None = ConfigOption,
+) -> None:
+    """Inline IPS: judge every packet netfilter queues to NFQUEUE N and drop the flows that match a
+    dropping rule (rules with action drop/reject and built-in signatures of high or critical severity;
+    --drop adds, --alert-only drops nothing). Needs CAP_NET_ADMIN. Route traffic to it first, e.g.
+    `iptables -I INPUT -p tcp --dport 6379 -j NFQUEUE --queue-num 0 --queue-bypass` (and the same with
+    --sport for replies); --queue-bypass lets traffic pass when cloudward is not running."""
+    import signal
+    import threading
+
+    from cloudward.core.errors import UsageError
+    from cloudward.core.scan import ScanResult, ScanStatus
+    from cloudward.network.inline import DropPolicy, QueueError, run_inline
+    from cloudward.network.inspect import Totals, record_rule_problems
+
+    resolve_format(format, output)
+    parse_severity(fail_on, "--fail-on")
+    engine = _prepare(_options(rules, no_builtin, iocs, vars_file, classification, False, config, no_scans))
+    policy = DropPolicy(drop=tuple(drop or ()), alert_only=alert_only)
+    result = ScanResult(kind="network_ips")
+    result.stats["partial"] = True
+    record_rule_problems(engine, result)
+    totals = Totals()
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    timer = threading.Timer(duration, stop.set) if duration is not None else None
+    status = ScanStatus.COMPLETED
+
+    def ready() -> None:
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        _say(f"ips: judging NFQUEUE {queue} with {len(engine.loaded.signatures)} signatures"
+             + (" (alert only)" if alert_only else "") + (f" for {duration:g} s" if duration is not None else ""))
+
+    try:
+        stats = run_inline(queue, engine, result, totals, policy=policy, fail_open=fail_open, stop=stop,
+                           on_finding=_live_line, on_ready=ready)
+    except QueueError as exc:
+        raise UsageError(f"--queue {queue}: cannot bind the queue ({exc.strerror or exc}); it needs "
+                         "CAP_NET_ADMIN and a queue no other process holds") from None
+    except KeyboardInterrupt:
+        status = ScanStatus.CANCELLED
+        stats = None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if timer is not None:
+            timer.cancel()
+    if stats is not None:
+        result.stats["ips"] = {"packets": stats.packets, "accepted": stats.accepted, "dropped": stats.dropped,
+                               "dropped_flows": stats.dropped_flows, "undecoded": stats.undecoded}
+        _say(f"ips: {stats.packets:,} packets, {stats.accepted:,} accepted, {stats.dropped:,} dropped "
+             f"({stats.dropped_flows:,} flows)")
+    result.stats.update(totals.as_dict(engine, {}))
+    result.finish(status)
+    _summary("ips", totals, result)
     finish(result, format, output, fail_on, config, no_store)
 
 

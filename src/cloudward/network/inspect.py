@@ -262,15 +262,15 @@ def _judge(units: Iterable[Inspectable], matcher: Matcher, engine: Engine, targe
             if alerts:
                 _record(alerts, engine, target, capture, result, totals, on_finding)
             if scans is not None and scans.alerts:
-                _record_scans(scans, target, capture, result, totals, on_finding)
+                record_scans(scans, target, capture, result, totals, on_finding)
     finally:
         totals.signature_seconds += spent
         if scans is not None:  # the flows forgotten at the end of the input
-            _record_scans(scans, target, capture, result, totals, on_finding)
+            record_scans(scans, target, capture, result, totals, on_finding)
             totals.pipeline["scan_failed_attempts"] = totals.pipeline.get("scan_failed_attempts", 0) + scans.attempts
 
 
-def _record_scans(scans: ScanDetector, target: Target, capture: str, result: ScanResult, totals: Totals,
+def record_scans(scans: ScanDetector, target: Target, capture: str, result: ScanResult, totals: Totals,
                   on_finding: Callable[[Finding], None] | None) -> None:
     alerts, scans.alerts = scans.alerts, []
     for alert in alerts:
