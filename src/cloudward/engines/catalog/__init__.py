@@ -37,7 +37,10 @@ _EXACT = frozenset(
         "/var/lib/dpkg/status",
         "/lib/apk/db/installed",
         "/var/lib/rpm/rpmdb.sqlite",
+        "/var/lib/rpm/Packages",
         "/usr/lib/sysimage/rpm/rpmdb.sqlite",
+        "/usr/lib/sysimage/rpm/Packages.db",
+        "/usr/lib/sysimage/rpm/Packages",
     }
 )
 _GO_ROOTS = ("/usr/local/", "/app/", "/opt/", "/go/", "/root/go/", "/srv/", "/home/")

@@ -1,4 +1,9 @@
-"""RPM packages from the sqlite rpmdb (`Packages(hnum, blob)`, each blob an RPM header).
+"""RPM packages from the rpmdb: sqlite (`Packages(hnum, blob)`), Berkeley DB hash `Packages`
+(Amazon Linux 2, CentOS/RHEL 7-8) or ndb `Packages.db` (SUSE); every value is an RPM header blob.
+
+In each rpmdb directory the first database found of `rpmdb.sqlite`, `Packages.db`, `Packages`
+is read and the others ignored: rpm converts an old database to the new backend and may leave
+the old file behind, stale.
 
 Why parse headers ourselves: no `rpm` binary or library is assumed, and the header is a small
 documented format: big-endian index count and data size, 16-byte index entries (tag, type,
@@ -17,11 +22,15 @@ from packageurl import PackageURL
 
 from cloudward.engines.catalog.model import CatalogError, Distro, Package
 from cloudward.engines.catalog.osrelease import os_ecosystem, purl_distro
+from cloudward.engines.catalog.rpm_bdb import read_bdb_blobs
+from cloudward.engines.catalog.rpm_ndb import read_ndb_blobs
 from cloudward.engines.catalog.view import FileView
 
 __all__ = ["RPMDB_PATHS", "catalog_rpm", "parse_header"]
 
-RPMDB_PATHS = ("/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite")
+RPMDB_DIRS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
+RPMDB_NAMES = ("rpmdb.sqlite", "Packages.db", "Packages")  # preference order within one directory
+RPMDB_PATHS = tuple(f"{d}/{n}" for d in RPMDB_DIRS for n in RPMDB_NAMES)
 
 NAME, VERSION, RELEASE, EPOCH, LICENSE, ARCH, SOURCERPM = 1000, 1001, 1002, 1003, 1014, 1022, 1044
 _INT32, _STRING, _I18NSTRING, _STRING_ARRAY = 4, 6, 9, 8
@@ -125,13 +134,43 @@ def _blobs(data: bytes, path: str) -> list[bytes]:
         os.unlink(tmp)
 
 
+def _database(view: FileView, directory: str) -> tuple[str, bytes] | None:
+    """The preferred database present in `directory` (see the module docstring), with its bytes."""
+    for name in RPMDB_NAMES:
+        data = view.read(f"{directory}/{name}")
+        if data is not None:
+            return f"{directory}/{name}", data
+    return None
+
+
+def _any_blobs(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
+    """Header blobs and per-blob problems; `Packages` files are told apart by content (an ndb
+    file starts with "RpmP", anything else must be Berkeley DB)."""
+    if path.endswith("/rpmdb.sqlite"):
+        return _blobs(data, path), []
+    try:
+        if data.startswith(b"RpmP"):
+            return read_ndb_blobs(data)
+        return read_bdb_blobs(data)
+    except CatalogError as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+
+
 def catalog_rpm(view: FileView, distro: Distro | None) -> Iterator[Package]:
-    for path in RPMDB_PATHS:
-        data = view.read(path)
-        if data is None:
+    errors: list[str] = []
+    read: list[bytes] = []
+    for directory in RPMDB_DIRS:
+        found = _database(view, directory)
+        if found is None or found[1] in read:  # /var/lib/rpm is often a link to /usr/lib/sysimage/rpm
             continue
-        bad: list[str] = []
-        for i, blob in enumerate(_blobs(data, path)):
+        path, data = found
+        read.append(data)
+        try:
+            blobs, bad = _any_blobs(data, path)
+        except CatalogError as exc:
+            errors.append(str(exc))
+            continue
+        for i, blob in enumerate(blobs):
             try:
                 pkg = _package(parse_header(blob), path, distro)
             except CatalogError as exc:
@@ -140,4 +179,6 @@ def catalog_rpm(view: FileView, distro: Distro | None) -> Iterator[Package]:
             if pkg is not None:
                 yield pkg
         if bad:
-            raise CatalogError(f"{path}: {len(bad)} unreadable header(s); first: {bad[0]}")
+            errors.append(f"{path}: {len(bad)} unreadable header(s); first: {bad[0]}")
+    if errors:
+        raise CatalogError(*errors)
