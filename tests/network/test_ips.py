@@ -66,14 +66,21 @@ def start_ips(ns: str, queue: int, report: Path, *extra: str) -> subprocess.Pope
     assert process.stderr is not None
     for line in process.stderr:  # judging from here on: the queue is bound
         if line.startswith("ips: judging"):
-            threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
+            process.lines = []  # type: ignore[attr-defined]
+            threading.Thread(target=_drain, args=(process,), daemon=True).start()  # keep the pipe flowing
             return process
     raise AssertionError(f"the IPS did not start (exit {process.wait(10)})")
 
 
+def _drain(process: subprocess.Popen[str]) -> None:
+    process.lines.extend(process.stderr or [])  # type: ignore[attr-defined]
+
+
 def stop_ips(process: subprocess.Popen[str], report: Path) -> dict:
     process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0
+    code = process.wait(30)
+    time.sleep(0.2)
+    assert code == 0, "".join(process.lines)  # type: ignore[attr-defined]
     return json.loads(report.read_text())
 
 

@@ -276,7 +276,8 @@ def ips(
             timer.cancel()
     if stats is not None:
         result.stats["ips"] = {"packets": stats.packets, "accepted": stats.accepted, "dropped": stats.dropped,
-                               "dropped_flows": stats.dropped_flows, "undecoded": stats.undecoded}
+                               "dropped_flows": stats.dropped_flows, "undecoded": stats.undecoded,
+                               "overflows": stats.overflows}
         _say(f"ips: {stats.packets:,} packets, {stats.accepted:,} accepted, {stats.dropped:,} dropped "
              f"({stats.dropped_flows:,} flows)")
     result.stats.update(totals.as_dict(engine, {}))

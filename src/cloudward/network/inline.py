@@ -22,6 +22,7 @@ and does not turn a parser's gap into an outage.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -80,6 +81,7 @@ class InlineStats:
     accepted: int = 0
     dropped: int = 0
     undecoded: int = 0  # accepted without judging
+    overflows: int = 0  # times the netlink socket overflowed (the kernel dropped, or with fail_open accepted)
     dropped_flows: int = 0
     flows_forgotten: int = 0  # dropped flows beyond MAX_DROPPED_FLOWS, oldest first
     by_rule: dict[str, int] = field(default_factory=dict)
@@ -120,7 +122,13 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     except BaseException:
         conn.close()
         raise
-    closer = threading.Thread(target=lambda: (stop.wait(), conn.close()), daemon=True,
+    closing = threading.Lock()
+
+    def close_once() -> None:  # fnfqueue's close is not safe to call twice at once
+        with closing, contextlib.suppress(OSError):
+            conn.close()
+
+    closer = threading.Thread(target=lambda: (stop.wait(), close_once()), daemon=True,
                               name="cloudward-ips-stop")
     closer.start()
     stats = InlineStats()
@@ -130,6 +138,15 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     capture = f"nfqueue:{queue}"
 
     def packets() -> Iterator[Packet]:
+        while not stop.is_set():
+            try:
+                yield from judged()
+                return
+            except fnfqueue.BufferOverflowException:  # the kernel outran us: it dropped what did not fit
+                stats.overflows += 1
+                conn.reset()
+
+    def judged() -> Iterator[Packet]:
         try:
             for packet in conn:
                 stats.packets += 1
@@ -196,7 +213,7 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
                 record_scans(scans, target, capture, result, totals, on_finding)
     finally:
         stop.set()
-        conn.close()
+        close_once()
         totals.seconds += time.perf_counter() - started
         totals.captures += 1
         totals.add(pipeline_stats)
