@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cloudward.core.errors import RuleError
@@ -463,6 +463,8 @@ def test_fuzz_pcre_only_raises_pcre_errors(body: str, flags: str) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
+@example("\\²")  # str.isdigit() takes '²': PCRE's digits are 0-9 only
+@example("(?(²)a|b)")
 def test_fuzz_translate_arbitrary_text(text: str) -> None:
     with contextlib.suppress(PcreError):
         translate(text)

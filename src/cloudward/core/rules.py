@@ -120,6 +120,23 @@ def parse_rule_documents(text: str, source: str) -> list[Rule]:
     return rules
 
 
+def packaged_engine_rules(package: str, filename: str, engine: str,
+                          validate: Callable[[Rule], None]) -> tuple[Rule, ...]:
+    """The rules of one engine from a file shipped in `package`'s `rules/` folder, each checked by
+    the engine's `validate` (ValueError); any problem is a RuleError naming the file and rule."""
+    source = f"builtin:{package}/rules/{filename}"
+    text = resources.files(package).joinpath("rules", filename).read_text(encoding="utf-8")
+    rules = parse_rule_documents(text, source)
+    for rule in rules:
+        if rule.engine_name != engine:
+            raise RuleError(f"{source}: rule {rule.id!r} is not a {engine} rule")
+        try:
+            validate(rule)
+        except ValueError as exc:
+            raise RuleError(f"{source}: rule {rule.id!r}: {exc}") from None
+    return tuple(rules)
+
+
 def _read_rule_file(path: Path) -> str:
     size = path.stat().st_size
     if size > MAX_RULE_FILE_BYTES:

@@ -14,11 +14,10 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 from cloudward.core.finding import Finding, Target
-from cloudward.core.rules import Rule, parse_rule_documents
+from cloudward.core.rules import Rule, packaged_engine_rules
 from cloudward.network.docker_judge import Violation
 
 __all__ = ["ENGINE", "FindingQueue", "JsonLinesSink", "LoggingSink", "Sink", "docker_rules", "refusal_finding",
@@ -42,15 +41,7 @@ def validate_rule(rule: Rule) -> None:
 
 @lru_cache(maxsize=1)
 def docker_rules() -> dict[str, Rule]:
-    source = f"builtin:cloudward.network/rules/{RULES_FILE}"
-    text = resources.files("cloudward.network").joinpath("rules", RULES_FILE).read_text(encoding="utf-8")
-    rules = {}
-    for rule in parse_rule_documents(text, source):
-        if rule.engine_name != ENGINE:
-            raise ValueError(f"{source}: rule {rule.id} names engine {rule.engine_name!r}, not {ENGINE}")
-        validate_rule(rule)
-        rules[rule.id] = rule
-    return rules
+    return {rule.id: rule for rule in packaged_engine_rules("cloudward.network", RULES_FILE, ENGINE, validate_rule)}
 
 
 def refusal_finding(rule_id: str, *, service: str, method: str, path: str, client: str, token: str | None,

@@ -128,8 +128,11 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
         with closing, contextlib.suppress(OSError):
             conn.close()
 
-    closer = threading.Thread(target=lambda: (stop.wait(), close_once()), daemon=True,
-                              name="cloudward-ips-stop")
+    def close_when_stopped() -> None:
+        stop.wait()
+        close_once()
+
+    closer = threading.Thread(target=close_when_stopped, daemon=True, name="cloudward-ips-stop")
     closer.start()
     stats = InlineStats()
     dropped: OrderedDict[tuple[object, ...], None] = OrderedDict()
@@ -214,9 +217,7 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     finally:
         stop.set()
         close_once()
-        totals.seconds += time.perf_counter() - started
-        totals.captures += 1
-        totals.add(pipeline_stats)
+        totals.source_done(pipeline_stats, started)
     for message in pipeline_stats.errors:
         result.add_error(capture, message, stage="capture")
     return stats

@@ -216,6 +216,12 @@ class Totals:
     by_rule: Counter[str] = field(default_factory=Counter)
     pipeline: dict[str, int] = field(default_factory=dict)
 
+    def source_done(self, stats: Stats, started: float) -> None:
+        """One capture, interface or queue finished: its time (since perf_counter `started`) and counters."""
+        self.seconds += time.perf_counter() - started
+        self.captures += 1
+        self.add(stats)
+
     def add(self, stats: Stats) -> None:
         self.packets += stats.packets
         self.bytes += stats.bytes
@@ -320,9 +326,7 @@ def inspect_capture(path: Path, engine: Engine, result: ScanResult, totals: Tota
         units = Pipeline(engine.options.limits, stats, on_flow_end=scans.flow_ended if scans else None).run(packets)
         _judge(units, matcher, engine, Target(kind="path", name=name), name, result, totals, on_finding, scans)
     finally:
-        totals.seconds += time.perf_counter() - started
-        totals.captures += 1
-        totals.add(stats)
+        totals.source_done(stats, started)
     for message in stats.errors:
         result.add_error(name, message, stage="capture")
     return matcher
@@ -360,9 +364,7 @@ def monitor(interface: str, engine: Engine, result: ScanResult, totals: Totals, 
         stop.set()
         if timer is not None:
             timer.cancel()
-        totals.seconds += time.perf_counter() - started
-        totals.captures += 1
-        totals.add(stats)
+        totals.source_done(stats, started)
     for message in stats.errors:
         result.add_error(f"interface:{interface}", message, stage="capture")
     return matcher

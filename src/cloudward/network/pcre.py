@@ -56,6 +56,11 @@ class PcreSpec:
     buffer: str | None  # U/H/M/...: the HTTP buffer named by a legacy flag
 
 
+
+def _ascii_digits(text: str) -> bool:
+    """PCRE's digits are 0-9 only; str.isdigit() also takes '²' or Arabic-Indic digits."""
+    return text.isascii() and text.isdigit()
+
 def parse_pcre(value: str) -> PcreSpec:
     """`"/pattern/flags"` (quotes already removed, `\\;` already unescaped) -> a compiled spec."""
     if len(value) < 2 or value[0] != "/":
@@ -116,7 +121,7 @@ def translate(pattern: str, *, extended: bool = False, dollar_end_only: bool = F
     groups = 0  # capturing groups opened so far: decides whether \NN is a back-reference or octal
     while i < n:
         char = pattern[i]
-        if char == "\\" and pattern[i + 1:i + 2].isdigit() and pattern[i + 1] != "0":
+        if char == "\\" and _ascii_digits(pattern[i + 1:i + 2]) and pattern[i + 1] != "0":
             text, i = _number_escape(pattern, i, groups)
             out.append(text)
         elif char == "\\":
@@ -176,7 +181,7 @@ def _number_escape(pattern: str, i: int, groups: int) -> tuple[str, int]:
     """PCRE's rule for `\\N...` outside a class: a back-reference when the number is below 10 or
     that many groups were opened before it, else up to three octal digits (a character)."""
     j = i + 1
-    while j < len(pattern) and pattern[j].isdigit():
+    while j < len(pattern) and _ascii_digits(pattern[j]):
         j += 1
     number = int(pattern[i + 1:j])
     if number < 10 or number <= groups:
@@ -228,8 +233,8 @@ def _group_open(pattern: str, i: int, at_start: bool) -> tuple[str, int, str | N
         return _conditional(pattern, i, body)
     if body.startswith(("|",)):
         raise UnsupportedPcre("pcre uses a branch-reset group '(?|'")
-    if body.startswith(("R)", "&", "P>", "+", "C")) or (body[:1].isdigit()) or (body.startswith("-") and \
-            body[1:2].isdigit()):
+    if body.startswith(("R)", "&", "P>", "+", "C")) or _ascii_digits(body[:1]) or (body.startswith("-") and \
+            _ascii_digits(body[1:2])):
         raise UnsupportedPcre("pcre uses recursion, a subroutine call or a callout")
     match = re.match(r"([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", body)
     if match is None:
@@ -256,7 +261,7 @@ def _conditional(pattern: str, i: int, body: str) -> tuple[str, int, str | None]
     condition = body[1:end]
     if condition.startswith(("<", "'")) and len(condition) > 2:
         condition = condition[1:-1]
-    if condition.isdigit() or (_GROUP_NAME.fullmatch(condition) and condition not in ("R", "DEFINE")):
+    if _ascii_digits(condition) or (_GROUP_NAME.fullmatch(condition) and condition not in ("R", "DEFINE")):
         return f"(?({condition})", i + 2 + end + 1, None
     raise UnsupportedPcre(f"pcre uses a conditional on {condition[:20]!r}, which Python cannot test")
 
@@ -306,7 +311,7 @@ def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
             digits += pattern[nxt]
             nxt += 1
         return _hex_char(int(digits or "0", 8)), nxt
-    if char.isdigit():
+    if _ascii_digits(char):
         if in_class:
             digits = char
             while len(digits) < 3 and nxt < len(pattern) and pattern[nxt] in "01234567":
@@ -315,7 +320,7 @@ def _escape(pattern: str, i: int, in_class: bool) -> tuple[str, int]:
             if any(c not in "01234567" for c in digits):
                 raise UnsupportedPcre(f"pcre uses \\{digits} inside a class")
             return _hex_char(int(digits, 8)), nxt
-        while nxt < len(pattern) and pattern[nxt].isdigit() and nxt - i < 3:
+        while nxt < len(pattern) and _ascii_digits(pattern[nxt]) and nxt - i < 3:
             nxt += 1
         return pattern[i:nxt], nxt  # a back-reference; `re` rejects one to a group that does not exist
     if char == "c":
@@ -376,7 +381,7 @@ def _named_reference(pattern: str, i: int, char: str) -> tuple[str, int]:
         ref, after = match.group(), i + 2 + match.end()
     if ref.startswith("-") or ref.startswith("+"):
         return _unsupported("a relative back-reference")
-    if ref.isdigit():
+    if _ascii_digits(ref):
         return f"(?:\\{int(ref)})", after
     if not _GROUP_NAME.fullmatch(ref):
         raise PcreError(f"pcre has an invalid reference name {ref!r}")

@@ -19,15 +19,13 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cloudward.core.errors import RuleError
-from cloudward.core.rules import Rule, parse_rule_documents
+from cloudward.core.rules import Rule, packaged_engine_rules
 from cloudward.network.redis_shared import SHAREABLE
 from cloudward.network.resp import Limits
 
@@ -109,17 +107,7 @@ def validate_rule(rule: Rule) -> None:
 def builtin_rules() -> tuple[Rule, ...]:
     """The proxy's rules, from this package's `rules/redis-proxy.yaml` only (the folder is shared
     with other network rule files)."""
-    source = f"builtin:cloudward.network/rules/{RULES_FILE}"
-    text = resources.files("cloudward.network").joinpath("rules", RULES_FILE).read_text(encoding="utf-8")
-    rules = parse_rule_documents(text, source)
-    for rule in rules:
-        if rule.engine_name != "redis_proxy":
-            raise RuleError(f"{source}: rule {rule.id!r} is not a redis_proxy rule")
-        try:
-            validate_rule(rule)
-        except ValueError as exc:
-            raise RuleError(f"{source}: rule {rule.id!r}: {exc}") from None
-    return tuple(rules)
+    return packaged_engine_rules("cloudward.network", RULES_FILE, "redis_proxy", validate_rule)
 
 
 # --- the policy file -----------------------------------------------------------------------------

@@ -25,12 +25,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from cloudward.core.errors import RuleError
 from cloudward.core.finding import Finding, Target
-from cloudward.core.rules import Rule, parse_rule_documents
+from cloudward.core.rules import Rule, packaged_engine_rules
 from cloudward.core.severity import Category
 
 if TYPE_CHECKING:
@@ -66,17 +64,7 @@ def validate_rule(rule: Rule) -> None:
 
 @cache
 def builtin_rules() -> tuple[Rule, ...]:
-    source = f"builtin:cloudward.network/rules/{RULES_FILE}"
-    text = resources.files("cloudward.network").joinpath("rules", RULES_FILE).read_text(encoding="utf-8")
-    rules = parse_rule_documents(text, source)
-    for rule in rules:
-        if rule.engine_name != "scan":
-            raise RuleError(f"{source}: rule {rule.id!r} is not a scan rule")
-        try:
-            validate_rule(rule)
-        except ValueError as exc:
-            raise RuleError(f"{source}: rule {rule.id!r}: {exc}") from None
-    return tuple(rules)
+    return packaged_engine_rules("cloudward.network", RULES_FILE, "scan", validate_rule)
 
 
 @dataclass(frozen=True, slots=True)
