@@ -994,3 +994,142 @@ def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], l
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- an engine served over TLS
+
+
+def _pki(folder: Path) -> dict[str, Path]:
+    """A CA, the engine's certificate for 127.0.0.1 and a client certificate, as dockerd --tlsverify
+    deployments have them (ca.pem, server and client cert.pem/key.pem); plus an unrelated CA."""
+    import ipaddress
+    import ssl  # noqa: F401  (the contexts below are built by the code under test)
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def issue(subject: str, issuer: tuple[x509.Name, Any] | None, *, ca: bool = False,
+              usage: Any = None) -> tuple[x509.Certificate, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer_name, issuer_key = issuer if issuer is not None else (name(subject), key)
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                decipher_only=False), critical=True)
+        else:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256()), key
+
+    out: dict[str, Path] = {}
+
+    def save(label: str, cert: x509.Certificate, key: Any) -> None:
+        out[f"{label}.pem"] = folder / f"{label}.pem"
+        out[f"{label}-key.pem"] = folder / f"{label}-key.pem"
+        out[f"{label}.pem"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{label}-key.pem"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
+
+    ca_cert, ca_key = issue("cloudward test CA", None, ca=True)
+    save("ca", ca_cert, ca_key)
+    save("server", *issue("engine", (ca_cert.subject, ca_key), usage=ExtendedKeyUsageOID.SERVER_AUTH))
+    save("client", *issue("proxy", (ca_cert.subject, ca_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH))
+    save("other-ca", *issue("someone else's CA", None, ca=True))
+    return out
+
+
+class TlsEngine:
+    """The engine behind TLS that demands a client certificate (like dockerd --tlsverify): a TLS
+    listener relaying each connection to podman's unix socket. Podman serves no TLS itself; the TLS
+    end here is Python's ssl module, the engine is the real podman."""
+
+    def __init__(self, socket_path: str, pki: dict[str, Path]) -> None:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca.pem"]))
+        context.load_cert_chain(pki["server.pem"], pki["server-key.pem"])
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.socket_path = socket_path
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=context), self.loop).result(10)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_an_engine_over_tls_with_client_certificates(started: Callable[..., ProxyThread], engine: Engine,
+                                                     tmp_path: Path) -> None:
+    from cloudward.network.docker_proxy import client_tls
+
+    pki = _pki(tmp_path)
+    tls_engine = TlsEngine(engine.unix.path, pki)
+    try:
+        target = Address("tcp", host="127.0.0.1", port=tls_engine.port)
+        good = started(target, lambda: policy(), upstream_tls=client_tls(pki["ca.pem"], pki["client.pem"],
+                                                                          pki["client-key.pem"]))
+        with good.client(headers=AUTH) as client:
+            assert client.get("/_ping").text == "OK"
+            assert client.get("/version").json()["Components"]
+            refused = client.post("/containers/create", json={"Image": engine.image, "HostConfig": {
+                "Privileged": True}})
+            assert refused.status_code == 403  # judged as before, then never sent
+        no_cert = started(target, lambda: policy(), upstream_tls=client_tls(pki["ca.pem"]))
+        wrong_ca = started(target, lambda: policy(), upstream_tls=client_tls(pki["other-ca.pem"], pki["client.pem"],
+                                                                              pki["client-key.pem"]))
+        plain = started(target, lambda: policy())
+        for proxy_, words in ((no_cert, "TLS with the engine"), (wrong_ca, "CERTIFICATE_VERIFY_FAILED"),
+                              (plain, "")):
+            with proxy_.client(headers=AUTH) as client:
+                answer = client.get("/_ping")
+                assert answer.status_code == 502 and words in answer.json()["message"], answer.text
+    finally:
+        tls_engine.close()
+    with pytest.raises(ValueError):
+        client_tls(pki["ca-key.pem"])  # a key is not a CA certificate
+
+
+def test_cli_checks_the_upstream_tls_options(tmp_path: Path) -> None:
+    cli = [str(Path(sys.executable).parent / "cloudward"), "network", "protect", "docker"]
+    (tmp_path / "t").write_text("tokens:\n  - name: ci\n    sha256: " + hash_token("x" * 32) + "\n")
+    base = [*cli, "--upstream", "tcp://127.0.0.1:2376", "--token-file", str(tmp_path / "t")]
+    for argv, words in (([*base, "--upstream-tls-cert", str(tmp_path / "t")], "go together"),
+                        ([*cli, "--upstream", "unix:///run/x.sock", "--upstream-tls-ca", str(tmp_path / "t"),
+                          "--token-file", str(tmp_path / "t")], "engine on TCP"),
+                        ([*base, "--upstream-tls-ca", str(tmp_path / "missing.pem")], "--upstream-tls-*")):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and words in done.stderr, done.stderr

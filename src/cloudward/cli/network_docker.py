@@ -29,6 +29,12 @@ FindingsOption = typer.Option(None, "--findings", metavar="FILE",
                               help="Append a finding per refused request here (JSON lines); default: log them.")
 TlsCertOption = typer.Option(None, "--tls-cert", help="Serve TLS with this PEM certificate (chain).")
 TlsKeyOption = typer.Option(None, "--tls-key", help="The certificate's PEM private key.")
+UpstreamCaOption = typer.Option(None, "--upstream-tls-ca", metavar="FILE",
+                                help="The engine speaks TLS (dockerd --tlsverify, port 2376): check its certificate "
+                                     "against this CA (DOCKER_CERT_PATH's ca.pem).")
+UpstreamCertOption = typer.Option(None, "--upstream-tls-cert", metavar="FILE",
+                                  help="Client certificate for the engine (cert.pem); with --upstream-tls-key.")
+UpstreamKeyOption = typer.Option(None, "--upstream-tls-key", metavar="FILE", help="Its private key (key.pem).")
 MaxConnectionsOption = typer.Option(256, "--max-connections", min=1, max=65536,
                                     help="Client connections at once; more are answered 503.")
 HashTokenOption = typer.Option(False, "--hash-token", help="Read a token on stdin, print its policy entry, and exit.")
@@ -44,6 +50,9 @@ def protect_docker(
     findings: Path | None = FindingsOption,
     tls_cert: Path | None = TlsCertOption,
     tls_key: Path | None = TlsKeyOption,
+    upstream_tls_ca: Path | None = UpstreamCaOption,
+    upstream_tls_cert: Path | None = UpstreamCertOption,
+    upstream_tls_key: Path | None = UpstreamKeyOption,
     max_connections: int = MaxConnectionsOption,
     hash_token: bool = HashTokenOption,
     check: bool = CheckOption,
@@ -54,7 +63,7 @@ def protect_docker(
     from cloudward.network.docker_findings import FindingQueue, JsonLinesSink
     from cloudward.network.docker_policy import PolicyError, load_policy
     from cloudward.network.docker_policy import hash_token as sha256_of
-    from cloudward.network.docker_proxy import DockerProxy, log_decisions, parse_address, server_tls
+    from cloudward.network.docker_proxy import DockerProxy, client_tls, log_decisions, parse_address, server_tls
 
     if hash_token:
         token = sys.stdin.readline().strip()
@@ -84,11 +93,21 @@ def protect_docker(
         tls = server_tls(tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
     except ValueError as exc:
         raise UsageError(f"--tls-cert/--tls-key: {exc}") from None
+    upstream_tls = None
+    if (upstream_tls_cert is None) != (upstream_tls_key is None):
+        raise UsageError("--upstream-tls-cert and --upstream-tls-key go together")
+    if upstream_tls_ca is not None or upstream_tls_cert is not None:
+        if engine.kind != "tcp":
+            raise UsageError("--upstream-tls-*: TLS is for an engine on TCP (tcp://HOST:2376)")
+        try:
+            upstream_tls = client_tls(upstream_tls_ca, upstream_tls_cert, upstream_tls_key)
+        except ValueError as exc:
+            raise UsageError(f"--upstream-tls-*: {exc}") from None
     log_decisions(sys.stderr)
     queue = FindingQueue(JsonLinesSink(findings) if findings else None)
     try:
         proxy = DockerProxy(engine, lambda: load_policy(policy_file, token_file), queue,
-                            max_connections=max_connections, tls=tls)
+                            max_connections=max_connections, tls=tls, upstream_tls=upstream_tls)
     except PolicyError as exc:  # changed since it was checked above
         raise UsageError(str(exc)) from None
     if listen_at.kind == "tcp" and not listen_at.local and tls is None:

@@ -111,6 +111,21 @@ def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl
     return context
 
 
+def client_tls(ca: str | os.PathLike[str] | None = None, cert: str | os.PathLike[str] | None = None,
+               key: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """A TLS client context for an engine served over TLS (dockerd --tlsverify): the engine's
+    certificate checked against `ca` (else the system's authorities) and its name, and `cert`/`key`
+    presented when the engine asks for a client certificate (DOCKER_CERT_PATH's ca.pem, cert.pem,
+    key.pem). ValueError naming the problem."""
+    try:
+        context = ssl.create_default_context(cafile=os.fspath(ca) if ca is not None else None)
+        if cert is not None:
+            context.load_cert_chain(os.fspath(cert), os.fspath(key) if key is not None else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(str(exc)) from None
+    return context
+
+
 def log_decisions(stream: Any) -> None:
     """Every decision, one line each, to `stream` (the command's stderr)."""
     handler = logging.StreamHandler(stream)
@@ -223,7 +238,7 @@ class DockerProxy:
 
     def __init__(self, upstream: Address, load: Callable[[], Policy], findings: FindingQueue | None = None, *,
                  service: str = "docker-proxy", max_connections: int = 256,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, upstream_tls: ssl.SSLContext | None = None) -> None:
         docker_rules()  # a broken rule file stops the start, like a broken policy
         self.upstream = upstream
         self._load = load
@@ -231,6 +246,7 @@ class DockerProxy:
         self.service = service
         self.max_connections = max_connections
         self.tls = tls
+        self.upstream_tls = upstream_tls  # the engine speaks TLS (tcp upstreams only)
         self.reloads = 0
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None
@@ -568,8 +584,13 @@ class DockerProxy:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 if target.kind == "unix":
                     reader, writer = await asyncio.open_unix_connection(target.path, limit=READ_SIZE)
+                elif self.upstream_tls is not None:
+                    reader, writer = await asyncio.open_connection(target.host, target.port, limit=READ_SIZE,
+                                                                   ssl=self.upstream_tls, server_hostname=target.host)
                 else:
                     reader, writer = await asyncio.open_connection(target.host, target.port, limit=READ_SIZE)
+        except ssl.SSLError as exc:
+            raise _UpstreamError(f"TLS with the engine at {target} failed: {exc.reason or exc}") from None
         except (OSError, TimeoutError) as exc:
             raise _UpstreamError(f"the engine at {target} is unreachable: {_os_reason(exc)}") from None
         sock = writer.get_extra_info("socket")
@@ -579,6 +600,12 @@ class DockerProxy:
         up = _Peer(h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES), reader, writer)
         upstream.append(up)
         return up, False
+
+    def _unanswered(self) -> str:
+        if self.upstream_tls is None:
+            return "the engine closed the connection without answering"
+        return ("the engine closed the connection without answering (TLS with the engine: one that wants a "
+                "client certificate closes connections without it; see --upstream-tls-cert)")
 
     def _upstream_request(self, request: h11.Request, route: Route, body: bytes | None,
                           upgrade: bytes | None) -> h11.Request:
@@ -678,11 +705,11 @@ class DockerProxy:
                             return await self._switch(client, up, upstream, route, upgrade, event, token, peer)
                         continue
                     if not isinstance(event, h11.Response):
-                        raise _UpstreamError("the engine closed the connection without answering")
+                        raise _UpstreamError(self._unanswered())
                     break
             except h11.RemoteProtocolError as exc:
                 if up.conn.trailing_data[1] and not up.conn.trailing_data[0]:
-                    raise _UpstreamError("the engine closed the connection without answering") from None
+                    raise _UpstreamError(self._unanswered()) from None
                 raise _UpstreamError(f"the engine sent a malformed response: {exc}") from None
             except OSError as exc:
                 raise _UpstreamError(f"the engine connection failed: {_os_reason(exc)}") from None
