@@ -270,7 +270,7 @@ def test_flow_dsize_app_layer() -> None:
     assert parse("flow:stateless,to_client; dsize:>=5;").flow_to_server is False
 
 
-@pytest.mark.parametrize("keyword", ["flowbits:set,x", "threshold:type limit, track by_src, count 1, seconds 60",
+@pytest.mark.parametrize("keyword", ["flowbits:set,x", "xbits:set,x,track ip_src",
                                      "byte_test:1,>,5,0", "isdataat:5", "lua:script.lua", "flow:only_stream",
                                      "file.data", "base64_decode", "contnet:\"typo\""])
 def test_unsupported_keywords_name_themselves(keyword: str) -> None:

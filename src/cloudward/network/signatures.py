@@ -18,7 +18,9 @@ How a unit is judged:
 
 Alert de-duplication: by default a rule alerts once per flow (the first unit that matches), which
 is what `threshold: type limit, track by_flow, count 1` would say in Suricata; `dedup=False`
-reports every matching unit. A matching `pass` rule silences the unit and the rest of its flow.
+reports every matching unit. A rule with its own `threshold` or `detection_filter` is counted by
+that instead (every match counts, across flows: a brute force is many flows of one match each).
+A matching `pass` rule silences the unit and the rest of its flow.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloudward.network.events import Direction, FlowKey, Inspectable
 from cloudward.network.rulevars import AddressSet, PortSet
-from cloudward.network.suricata import PAYLOAD, Content, Element, Signature
+from cloudward.network.suricata import PAYLOAD, Content, Element, Signature, Threshold
 
 __all__ = ["Alert", "Matcher", "SignatureSet", "available_backends"]
 
@@ -41,6 +44,7 @@ RECURSION_LIMIT = 3000
 MAX_PCRE_INPUT = 256 * 1024
 EXCERPT_CONTEXT = 48
 MAX_TRACKED_FLOWS = 1_000_000  # de-duplication memory: reset (and count) beyond this many alerted flows
+MAX_THRESHOLD_KEYS = 100_000  # threshold counters kept; beyond it the oldest window goes first
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +433,9 @@ class Matcher:
         self.candidates = 0  # rule evaluations the prefilter let through
         self.evaluations_given_up = 0  # chains stopped by the recursion budget
         self.dedup_resets = 0
+        self.threshold_evictions = 0
         self._alerted: set[tuple[FlowKey, int]] = set()
+        self._windows: OrderedDict[tuple[object, ...], list[float]] = OrderedDict()  # key -> [start, matches]
         self._passed: set[FlowKey] = set()
         self._addresses: dict[str, Any] = {}
 
@@ -552,7 +558,8 @@ class Matcher:
         alerts: list[Alert] = []
         for index in ordered:
             rule = rules[index]
-            if self.dedup and not rule.is_pass and (flow, index) in self._alerted:
+            threshold = rule.signature.threshold
+            if self.dedup and threshold is None and not rule.is_pass and (flow, index) in self._alerted:
                 continue
             self.candidates += 1
             if not self._header_ok(rule, unit):
@@ -563,15 +570,47 @@ class Matcher:
             if rule.is_pass:
                 self._passed.add(flow)
                 return []
+            if threshold is not None and not self._counted(index, threshold, unit):
+                continue
             buffer_key, span, data = found
             alerts.append(Alert(rule.signature, flow, unit.direction, unit.ts, unit.packet, unit.app_proto,
                                 buffer_key, span, _excerpt(data, span), rule.buffer_names))
-            if self.dedup:
+            if self.dedup and threshold is None:
                 if len(self._alerted) >= MAX_TRACKED_FLOWS:
                     self._alerted.clear()
                     self.dedup_resets += 1
                 self._alerted.add((flow, index))
         return alerts
+
+
+    def _counted(self, index: int, threshold: Threshold, unit: Inspectable) -> bool:
+        """Count this match against the rule's threshold; True when it alerts. Windows start at the
+        first match of a key and last `seconds` of capture time, as Suricata counts them."""
+        flow = unit.flow
+        src, dst = (flow.src, flow.dst) if unit.direction is Direction.TO_SERVER else (flow.dst, flow.src)
+        track = threshold.track
+        key: tuple[object, ...] = (index, src if track == "by_src" else dst if track == "by_dst" else
+                                   (src, dst) if track == "by_both" else flow if track == "by_flow" else None)
+        window = self._windows.get(key)
+        if window is None or unit.ts - window[0] > threshold.seconds:
+            if window is None and len(self._windows) >= MAX_THRESHOLD_KEYS:
+                self._windows.popitem(last=False)
+                self.threshold_evictions += 1
+            window = self._windows[key] = [unit.ts, 0.0]
+        else:
+            self._windows.move_to_end(key)
+        window[1] += 1
+        seen, count, kind = int(window[1]), threshold.count, threshold.kind
+        if kind == "limit":
+            return seen <= count
+        if kind == "both":
+            return seen == count
+        if kind == "threshold":
+            if seen == count:
+                window[0], window[1] = unit.ts, 0.0  # every count-th match alerts; counting starts again
+                return True
+            return False
+        return seen > count  # detection_filter: every match beyond the first `count`
 
 
 def _dsize_ok(dsize: tuple[str, int, int], size: int) -> bool:

@@ -12,6 +12,8 @@ Supported (docs/SIGNATURES.md has the full table):
 - addresses and ports with lists, negation, CIDR, ranges and `$VARS` (`RuleVars`); `->` and `<>`;
 - msg, sid, gid, rev, classtype, priority, reference, metadata; flow (established, not_established,
   stateless, to_server/to_client, from_client/from_server); dsize; app-layer-protocol;
+- threshold (type limit / threshold / both) and detection_filter, tracked by_src, by_dst, by_both,
+  by_rule or by_flow, counted over the units' capture time;
 - content (hex `|41 42|`, `!` negation) with nocase, offset, depth, distance, within, startswith,
   endswith, fast_pattern (accepted; the engine picks its own), rawbytes (no effect);
 - pcre with the PCRE flags i m s x A E R and Suricata's buffer flags (U H M P C V W ...);
@@ -42,7 +44,7 @@ from cloudward.network.rulevars import AddressSet, PortSet, Resolver, RuleVars
 
 __all__ = [
     "PAYLOAD", "AddressSet", "Content", "ParsedRules", "Pcre", "PortSet", "RuleParser", "RuleProblem",
-    "RuleVars", "Signature", "SignatureError", "UnsupportedKeyword",
+    "RuleVars", "Signature", "SignatureError", "Threshold", "UnsupportedKeyword",
 ]
 
 PAYLOAD = "payload"  # the unit's raw bytes (`Inspectable.payload`), where content without a buffer looks
@@ -159,6 +161,20 @@ class Pcre:
 
 Element = Content | Pcre
 
+_TRACKS = frozenset({"by_src", "by_dst", "by_both", "by_rule", "by_flow"})
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """`threshold: type T, track K, count N, seconds S` or `detection_filter: track K, count N,
+    seconds S` (kind "detection_filter"): which matches alert, counted per track key in windows of
+    S seconds that start at the first match."""
+
+    kind: str  # limit | threshold | both | detection_filter
+    track: str  # by_src | by_dst | by_both | by_rule | by_flow
+    count: int
+    seconds: float
+
 
 @dataclass(frozen=True, slots=True)
 class Signature:
@@ -185,6 +201,7 @@ class Signature:
     source: str = ""
     line: int = 0
     text: str = ""
+    threshold: Threshold | None = None
 
     def meta(self, key: str) -> list[str]:
         return [v for k, v in self.metadata if k == key]
@@ -431,6 +448,7 @@ class _Builder:
         self.dsize: tuple[str, int, int] | None = None
         self.app_layer: tuple[bool, str] | None = None
         self.elements: list[Element] = []
+        self.threshold: Threshold | None = None
         self.buffer = PAYLOAD  # the current sticky buffer
         self.transforms: list[str] = []
         self.last_content: Content | None = None
@@ -544,6 +562,39 @@ class _Builder:
             raise SignatureError(f"invalid dsize {text[:40]!r}", keyword="dsize")
         self.dsize = (single.group(1) or "=", int(single.group(2)), 0)
 
+    def _opt_threshold(self, value: str | None) -> None:
+        self._set_threshold("threshold", value)
+
+    def _opt_detection_filter(self, value: str | None) -> None:
+        self._set_threshold("detection_filter", value)
+
+    def _set_threshold(self, keyword: str, value: str | None) -> None:
+        if self.threshold is not None:  # Suricata allows both at once; this engine counts one way per rule
+            raise UnsupportedKeyword(f"unsupported keyword '{keyword}' beside another threshold", keyword=keyword)
+        fields: dict[str, str] = {}
+        for part in (value or "").split(","):
+            words = part.split()
+            if len(words) != 2 or words[0] in fields:
+                raise SignatureError(f"{keyword}: expected 'name value' pairs, got {part.strip()[:40]!r}",
+                                     keyword=keyword)
+            fields[words[0]] = words[1]
+        wanted = {"track", "count", "seconds"} | ({"type"} if keyword == "threshold" else set())
+        if set(fields) != wanted:
+            raise SignatureError(f"{keyword} needs {', '.join(sorted(wanted))} (got {', '.join(sorted(fields))})",
+                                 keyword=keyword)
+        kind = fields.get("type", "detection_filter")
+        if kind not in ("limit", "threshold", "both", "detection_filter") or (
+                keyword == "threshold" and kind == "detection_filter"):
+            raise SignatureError(f"{keyword}: unknown type {kind[:20]!r} (limit, threshold, both)", keyword=keyword)
+        if fields["track"] not in _TRACKS:
+            raise SignatureError(f"{keyword}: unknown track {fields['track'][:20]!r} ({', '.join(sorted(_TRACKS))})",
+                                 keyword=keyword)
+        count, seconds = fields["count"], fields["seconds"]
+        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= 1_000_000) or \
+                not (seconds.isascii() and seconds.isdigit() and 1 <= int(seconds) <= 86400 * 366):
+            raise SignatureError(f"{keyword}: count and seconds must be positive whole numbers", keyword=keyword)
+        self.threshold = Threshold(kind, fields["track"], int(count), float(seconds))
+
     def _opt_app_layer_protocol(self, value: str | None) -> None:
         text = (value or "").strip().lower()
         negated = text.startswith("!")
@@ -654,7 +705,7 @@ class _Builder:
             msg=self.msg, classtype=self.classtype, priority=priority, references=tuple(self.references),
             metadata=tuple(self.metadata), flow_to_server=self.flow_to_server,
             flow_established=self.flow_established, dsize=self.dsize, app_layer=self.app_layer,
-            elements=tuple(self.elements), source=source, line=line, text=text,
+            elements=tuple(self.elements), source=source, line=line, text=text, threshold=self.threshold,
         )
 
 
