@@ -23,6 +23,7 @@ and does not turn a parser's gap into an outage.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +48,7 @@ MAX_DROPPED_FLOWS = 100_000
 _DROP_ACTIONS = frozenset({"drop", "reject"})
 # Inline, plain data becomes a unit with every packet (a chunk of 1 byte or more), not after a second.
 INLINE_LIMITS = Limits(chunk=1, flush_after=0.05)
+SWITCH_INTERVAL = 0.0002  # seconds
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     QueueError when the queue cannot be bound."""
     import fnfqueue
 
+    # fnfqueue's reader thread hands packets over to this one; with the default 5 ms switch interval
+    # a packet could wait that long for the GIL while this thread judges the previous one
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     stop = stop or threading.Event()
     try:
         conn = fnfqueue.Connection()
@@ -217,6 +223,7 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     finally:
         stop.set()
         close_once()
+        sys.setswitchinterval(previous_interval)
         totals.source_done(pipeline_stats, started)
     for message in pipeline_stats.errors:
         result.add_error(capture, message, stage="capture")
