@@ -422,6 +422,34 @@ def start_redis(
     return service
 
 
+def start_rabbitmq(host: str = LOOPBACK, *, timeout: float = START_TIMEOUT) -> Service:
+    """A RabbitMQ node of its own: its own node name, Erlang cookie (HOME), data and log folders,
+    distribution port and port mapper (epmd, run in the service's process group so stopping the
+    service stops it too); no plugins. ``url`` is the AMQP URL with the guest user, allowed here
+    from any address of the node's listener (loopback only, by construction)."""
+    service = Service("rabbitmq", host)
+    with service.cleanup_on_error():
+        service.url = f"amqp://guest:guest@{host}:{service.port}//"
+        epmd, dist = free_port(), free_port()
+        (service.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = {host}:{service.port}\n"
+                                                    "loopback_users = none\n")
+        (service.dir / "enabled_plugins").write_text("[].\n")
+        env = {**_env_without("RABBITMQ_", "ERL_"), "HOME": str(service.dir),
+               "RABBITMQ_NODENAME": f"cw{service.port}@localhost", "RABBITMQ_NODE_PORT": str(service.port),
+               "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd),
+               "RABBITMQ_MNESIA_BASE": str(service.dir / "mnesia"), "RABBITMQ_LOG_BASE": str(service.dir / "log.d"),
+               "RABBITMQ_CONFIG_FILE": str(service.dir / "rabbitmq"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(service.dir / "enabled_plugins"),
+               "RABBITMQ_PID_FILE": str(service.dir / "pid")}
+        server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+        require_binary(server)
+        # AMQP 0-9-1 protocol header: a broker answers with Connection.Start (a method frame, type 1)
+        service.launch(["sh", "-c", f'epmd -port {epmd} & exec "{server}"'],
+                       ready=_banner_ready(b"AMQP\x00\x00\x09\x01", (b"\x01\x00\x00",)), timeout=timeout,
+                       env=env)
+    return service
+
+
 def start_etcd(host: str = LOOPBACK, *, port: int | None = None,
     timeout: float = START_TIMEOUT) -> Service:
     """A one-member etcd 3.4 without auth; ``url`` is the client URL, whose v3 JSON gateway

@@ -40,7 +40,15 @@ from cloudward.server.distributed.chunks import Chunk, hosts_per_chunk, split_ho
 from cloudward.server.distributed.client import scan_words
 from cloudward.server.distributed.request import KNOWN_OPTIONS, parse_exposure_words
 from cloudward.server.distributed.settings import check_broker_url, check_store_url
-from tests.harness.services import PostgresService, Service, ServicePool, start_process, start_redis, start_sshd
+from tests.harness.services import (
+    PostgresService,
+    Service,
+    ServicePool,
+    start_process,
+    start_rabbitmq,
+    start_redis,
+    start_sshd,
+)
 from tests.server._support import start_api, wait_for_job
 from tests.server.receiver import webhook_receiver
 from tests.store._support import fresh_database
@@ -607,9 +615,13 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_nothing(postgres_trust: 
 
 
 @pytest.mark.services
+@pytest.mark.parametrize("broker_kind", ["redis", "rabbitmq"])
 def test_exposure_scan_distributed_from_the_command_line(postgres_trust: PostgresService, services: ServicePool,
-                                                         loopback_targets: tuple[str, str], tmp_path: Path) -> None:
-    broker = services.start(start_redis)
+                                                         loopback_targets: tuple[str, str], tmp_path: Path,
+                                                         broker_kind: str) -> None:
+    """The same distributed scan over either broker a deployment may run: redis-server, or a RabbitMQ
+    node of the test's own (AMQP)."""
+    broker = services.start(start_redis if broker_kind == "redis" else start_rabbitmq)
     targets, ports = loopback_targets
     with fresh_database(postgres_trust.dsn, postgres_trust.sqlalchemy_url) as url:
         env = {**_base_env(tmp_path), "CLOUDWARD_DB_URL": url, "CLOUDWARD_BROKER_URL": str(broker.url)}
