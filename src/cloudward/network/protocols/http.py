@@ -5,11 +5,15 @@ response without either); a message whose body is longer is reported when the li
 (`extra["truncated"]`) and the rest of its body passes through as plain stream data, its framing
 still followed so the next message on the connection is found. A head longer than `message_max`
 is reported cut and skipped up to its blank line. Chunked bodies are de-chunked into
-`http.request_body` / `http.response_body`; content codings (gzip) are not decoded.
+`http.request_body` / `http.response_body`. Content codings gzip, x-gzip and deflate (up to two
+layers) are decoded there too, as Suricata decompresses bodies, within the same `body_max` of
+output whatever the ratio (a decompression bomb yields `body_max` bytes and `extra["truncated"]`);
+a body that does not decode is kept as it came, with `extra["decode_error"]`.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from urllib.parse import unquote_to_bytes
 
@@ -82,6 +86,7 @@ class HttpParser(StreamParser):
         self.pending: tuple[dict[str, bytes], dict[str, object]] | None = None
         self.emitted = False  # the current message was already reported (its body overflowed)
         self.tunnel = False  # after CONNECT 2xx or 101 Switching Protocols: no more HTTP
+        self.coding = b""  # the message's Content-Encoding
 
     # ------------------------------------------------------------------ input
 
@@ -259,6 +264,7 @@ class HttpParser(StreamParser):
             status = int(code) if code.isdigit() else 0
         self.pending = (buffers, {})
         self.emitted = False
+        self.coding = by_name.get(b"content-encoding", b"").strip().lower()
         return self._framing_of(by_name, status)
 
     def _framing_of(self, headers: dict[bytes, bytes], status: int) -> int:
@@ -374,6 +380,8 @@ class HttpParser(StreamParser):
             return
         buffers, extra = self.pending
         body = bytes(self.body) if self.chunked else bytes(self.buf[self.head_len:])
+        if body and self.coding and self.coding != b"identity":
+            body = self._decoded(body, extra)
         if body:
             buffers["http.request_body" if self.request else "http.response_body"] = body
         if truncated:
@@ -382,6 +390,17 @@ class HttpParser(StreamParser):
         self.buf.clear()
         self.body.clear()
         self.emitted = True
+
+    def _decoded(self, body: bytes, extra: dict[str, object]) -> bytes:
+        try:
+            decoded, cut = decode_content(body, self.coding, self.limits.body_max)
+        except ValueError as exc:
+            extra["decode_error"] = str(exc)
+            return body
+        extra["content_encoding"] = self.coding.decode("latin-1")
+        if cut:
+            extra["truncated"] = True
+        return decoded
 
     def _reset(self) -> None:
         self.state = _HEAD
@@ -431,3 +450,35 @@ def _normal_host(host: bytes) -> bytes:
         return host[:host.find(b"]") + 1] if b"]" in host else host
     name, colon, port = host.rpartition(b":")
     return name if colon and port.isdigit() else host
+
+
+_CODINGS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}  # zlib wbits; deflate may also come raw (-15)
+
+
+def decode_content(body: bytes, coding: bytes, limit: int) -> tuple[bytes, bool]:
+    """`body` with its content codings undone (listed in the order applied, undone last first; at
+    most two), never more than `limit` bytes of output. Returns (bytes, cut short). ValueError for a
+    coding this cannot undo (br, compress) or a stream that is not what it claims; a body cut by the
+    body limit decodes as far as it goes."""
+    names = [name.strip() for name in coding.split(b",") if name.strip() and name.strip() != b"identity"]
+    if len(names) > 2:
+        raise ValueError(f"{len(names)} content codings (at most 2 are undone)")
+    cut = False
+    for name in reversed(names):
+        wbits = _CODINGS.get(name)
+        if wbits is None:
+            raise ValueError(f"content coding {name[:20].decode('latin-1')!r} is not decoded")
+        attempts = (wbits, -15) if name == b"deflate" else (wbits,)
+        for attempt in attempts:
+            inflater = zlib.decompressobj(attempt)
+            try:
+                out = inflater.decompress(body, limit)
+            except zlib.error as exc:
+                if attempt == attempts[-1]:
+                    raise ValueError(f"{name.decode('latin-1')} body does not decode: {exc}") from None
+                continue
+            cut = cut or bool(inflater.unconsumed_tail)
+            body = out
+            break
+    return body, cut
+
