@@ -307,3 +307,34 @@ def test_clients_see_through_the_proxy_what_they_see_directly(proxy: InProcessPr
             assert _HELLO_ID.sub(b"id#", got) == _HELLO_ID.sub(b"id#", want), (frames, want, got)
         else:  # the server obeyed CONFIG SET directly; through the proxy it was refused in its place
             assert got.count(b"-NOPERM cloudward proxy") == sum(b"CONFIG" in f for f in frames)
+
+
+def test_a_client_that_never_reads_its_replies_holds_up_no_one(proxy: InProcessProxy, direct: redis.Redis):
+    """Replies on a shared connection cannot wait for one client: the proxy stops reading a client
+    whose replies pile up (and closes it past MAX_OUTPUT, as redis does past its output buffer
+    limit), while the other clients on the same connection go on."""
+    from cloudward.network.redis_shared import MAX_OUTPUT
+
+    size = 8 * 1024 * 1024
+    direct.set("k:huge", b"x" * size)
+    hog = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    hog.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        def hog_paused() -> bool:
+            return proxy.call(lambda: any("client" in c.paused for c in proxy.proxy.connections))
+
+        for sent in range(1, 13):  # one read each: sent once the proxy forwarded the last, or stopped reading it
+            hog.sendall(resp("GET", "k:huge"))
+            deadline = time.monotonic() + 10
+            while proxy.proxy.stats.forwarded < sent and not hog_paused():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert hog_paused()  # its replies piled up: the proxy stopped taking its commands
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as other:  # RESP2: the hog's connection
+            for i in range(20):  # answered while the hog reads nothing
+                assert exchange_on(other, resp("SET", f"k:ok{i}", "1")) == b"+OK\r\n"
+        assert proxy.proxy.stats.promoted == 0 and proxy_connections(direct) == 1
+        held = proxy.call(lambda: max(c.transport.get_write_buffer_size() for c in proxy.proxy.connections))
+        assert held <= MAX_OUTPUT + size
+    finally:
+        hog.close()
