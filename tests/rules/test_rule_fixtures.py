@@ -19,6 +19,10 @@ What a fixture holds depends on the rule's engine (FIRES below):
   {"policy", "raw": "<bytes as sent>"}, fed to the proxy's own connection handling (no server is started).
 - docker_proxy: `*.json` HTTP requests, {"method", "path" (the request target, query included), "headers",
   "body" (JSON or text), "policy"}, judged in the order the proxy judges one.
+- scan: `*.json` failed connection attempts, {"attempts": [[proto, source, host, port, time], ...]} and/or
+  {"generate": [{"proto", "source", "hosts": [...], "ports": [...], "start", "step"}, ...]} (one attempt
+  per host and port, `step` seconds apart), counted by the scan detector with just that rule; real nmap
+  scans are in tests/network/test_scans.py.
 - suricata: no fixture files; every signature is proven on real traffic by tests/network/test_inspect.py.
 """
 
@@ -215,11 +219,28 @@ def _docker_proxy_fires(rule, path: Path) -> bool:
     return rule.id in {v.rule_id for v in violations}
 
 
+def _scan_fires(rule, path: Path) -> bool:
+    from cloudward.network.scans import ScanDetector
+
+    data = json.loads(path.read_text())
+    attempts = [tuple(a) for a in data.get("attempts", [])]
+    for spec in data.get("generate", []):
+        ts = float(spec.get("start", 0))
+        for host in spec["hosts"]:
+            for port in spec["ports"]:
+                attempts.append((spec.get("proto", "tcp"), spec["source"], host, port, ts))
+                ts += float(spec.get("step", 0.1))
+    detector = ScanDetector((rule,))
+    for proto, source, host, port, ts in attempts:
+        detector.attempt(proto, source, host, int(port), float(ts))
+    return rule.id in {a.rule.id for a in detector.alerts}
+
+
 # engine name -> does this rule fire on this fixture file?
 FIRES = {"exposure": _exposure_fires, "secrets": _secrets_fires, "host": _host_fires,
          "image": _subject_fires("image"), "content": _subject_fires("content"), "aws": _subject_fires("aws"),
          "iac": _iac_fires, "appsec": _appsec_fires, "redis_proxy": _redis_proxy_fires,
-         "docker_proxy": _docker_proxy_fires}
+         "docker_proxy": _docker_proxy_fires, "scan": _scan_fires}
 # Suricata signatures (engine `suricata`) are proven on a real capture instead of fixture files: each one
 # has an attack scenario that fires it and a look-alike that must not in tests/network/test_inspect.py
 # (EXPECTED); test_signature_rules_are_proven_by_capture_tests keeps that list and these rules together.
@@ -265,7 +286,8 @@ def test_core_yaml_loader_reads_the_proxies_rules_and_not_the_signature_folder()
     from cloudward.core.rules import builtin_rule_files
 
     assert [source for source, _ in builtin_rule_files(["cloudward.network"])] == [
-        "builtin:cloudward.network/rules/docker-proxy.yaml", "builtin:cloudward.network/rules/redis-proxy.yaml"]
+        "builtin:cloudward.network/rules/docker-proxy.yaml", "builtin:cloudward.network/rules/redis-proxy.yaml",
+        "builtin:cloudward.network/rules/scans.yaml"]
     files = {re.sub(r"(:\d+| \(.*\))$", "", r.source) for r in RULES if r.engine_name == "suricata"}
     assert files == {"builtin:cloudward.network/rules/signatures/teamtnt.rules", "builtin:cloudward.data/iocs.yaml"}
 
