@@ -19,7 +19,8 @@ Supported (docs/SIGNATURES.md has the full table):
 - pcre with the PCRE flags i m s x A E R and Suricata's buffer flags (U H M P C V W ...);
 - sticky buffers: Suricata's HTTP ones (http.uri, http.uri.raw, http.method, http.header,
   http.header.raw, http.host, http.user_agent, http.request_body, http.cookie, http.stat_code, ...:
-  `STICKY_BUFFERS`), dns.query, tls.sni, ja3.hash, ssh.software, ssh.proto, pkt_data, and
+  `STICKY_BUFFERS`), dns.query, tls.sni, ja3.hash, ja3s.hash, tls.cert_subject / _issuer / _serial /
+  _fingerprint, ssh.software, ssh.proto, pkt_data, and
   cloudward's redis.command, stratum.method / .user / .agent and irc.command; the legacy modifiers
   (http_uri, http_method, ...) and sticky names (dns_query, tls_sni); the transforms dotprefix and
   to_lowercase.
@@ -113,7 +114,11 @@ STICKY_BUFFERS = {
     "http.accept_lang": "http.accept_lang", "http.connection": "http.connection",
     "http.content_len": "http.content_len", "http.server": "http.server", "http.location": "http.location",
     "dns.queries.rrname": "dns.queries.rrname", "dns.answer.name": "dns.answer.name",
-    "ja3.string": "ja3.string", "ja3.hash": "ja3.hash",
+    "ja3.string": "ja3.string", "ja3.hash": "ja3.hash", "ja3s.string": "ja3s.string", "ja3s.hash": "ja3s.hash",
+    "tls.cert_subject": "tls.cert_subject", "tls.cert_issuer": "tls.cert_issuer",
+    "tls.cert_serial": "tls.cert_serial", "tls.cert_fingerprint": "tls.cert_fingerprint",
+    "tls_cert_subject": "tls.cert_subject", "tls_cert_issuer": "tls.cert_issuer",
+    "tls_cert_serial": "tls.cert_serial", "tls_cert_fingerprint": "tls.cert_fingerprint",
     # cloudward's own protocols (Suricata has no parser for them)
     "redis.command": "redis.command", "stratum.method": "stratum.method", "stratum.user": "stratum.user",
     "stratum.agent": "stratum.agent", "irc.command": "irc.command",

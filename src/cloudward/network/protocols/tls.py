@@ -1,10 +1,17 @@
-"""TLS ClientHello: the server name (SNI) and the JA3 fingerprint, then the encrypted rest is bypassed.
+"""TLS handshakes: the client's server name (SNI) and JA3, the server's JA3S and certificate; then
+the encrypted rest is bypassed.
 
 Records are read until the ClientHello is complete (it may span records and segments; at most
 `message_max` bytes are gathered), reported once as a message (`tls.sni`, `ja3.string`,
 `ja3.hash`, `extra["tls.alpn"]`), and once the peer's records turn to ChangeCipherSpec or
 application data the direction is bypassed: ciphertext is not inspected, as in Suricata's
-default encryption handling. The server's side is read the same way (its hello is not parsed).
+default encryption handling. The server's side is read the same way: its first flight (ServerHello,
+and up to TLS 1.2 the Certificate, sent in clear) is one message with `ja3s.string`, `ja3s.hash` and
+the leaf certificate's `tls.cert_subject`, `tls.cert_issuer` (attributes in certificate order,
+`CN=..., O=...`, as Suricata writes them), `tls.cert_serial` (`0A:1B:...`) and
+`tls.cert_fingerprint` (SHA-1, `aa:bb:...`). TLS 1.3 encrypts the certificate: only JA3S is there.
+Certificates are decoded by `cryptography` (already present through paramiko); one that does not
+decode leaves the certificate buffers out.
 """
 
 from __future__ import annotations
@@ -84,6 +91,84 @@ def client_hello(body: bytes) -> tuple[dict[str, bytes], dict[str, object]] | No
     return buffers, extra
 
 
+def server_flight(handshake: bytes) -> tuple[dict[str, bytes], dict[str, object]] | None:
+    """Buffers of a server's first handshake flight (the concatenated handshake messages)."""
+    buffers: dict[str, bytes] = {}
+    extra: dict[str, object] = {}
+    pos = 0
+    while pos + 4 <= len(handshake):
+        kind = handshake[pos]
+        size = handshake[pos + 1] << 16 | handshake[pos + 2] << 8 | handshake[pos + 3]
+        body = handshake[pos + 4:pos + 4 + size]
+        pos += 4 + size
+        if len(body) < size:
+            break  # cut by the message limit
+        if kind == 2:
+            hello = _server_hello(body)
+            if hello is not None:
+                buffers.update(hello[0])
+                extra.update(hello[1])
+        elif kind == 11 and len(body) >= 6:
+            first = body[3] << 16 | body[4] << 8 | body[5]
+            der = body[6:6 + first]
+            if len(der) == first:
+                buffers.update(certificate_fields(der))
+    return (buffers, extra) if buffers else None
+
+
+def _server_hello(body: bytes) -> tuple[dict[str, bytes], dict[str, object]] | None:
+    try:
+        version = body[0] << 8 | body[1]
+        pos = 34
+        pos += 1 + body[pos]  # session id
+        cipher = body[pos] << 8 | body[pos + 1]
+        pos += 3  # cipher, compression method
+        extensions: list[int] = []
+        negotiated = version
+        if pos + 2 <= len(body):
+            end = min(len(body), pos + 2 + (body[pos] << 8 | body[pos + 1]))
+            pos += 2
+            while pos + 4 <= end:
+                etype = body[pos] << 8 | body[pos + 1]
+                elen = body[pos + 2] << 8 | body[pos + 3]
+                if etype == 43 and elen == 2:  # supported_versions: the version really chosen (TLS 1.3)
+                    negotiated = body[pos + 4] << 8 | body[pos + 5]
+                extensions.append(etype)
+                pos += 4 + elen
+    except IndexError:
+        return None
+    ja3s = f"{version},{cipher},{'-'.join(str(e) for e in extensions)}".encode()
+    return ({"ja3s.string": ja3s, "ja3s.hash": hashlib.md5(ja3s, usedforsecurity=False).hexdigest().encode()},
+            {"tls.version": negotiated, "tls.cipher": cipher})
+
+
+def certificate_fields(der: bytes) -> dict[str, bytes]:
+    """Subject, issuer, serial and SHA-1 fingerprint of a DER certificate, in Suricata's spelling;
+    empty when it does not decode."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        subject, issuer = _name(cert.subject), _name(cert.issuer)
+        serial = cert.serial_number
+    except (ValueError, TypeError):
+        return {}
+    digits = f"{serial:X}" if serial >= 0 else f"{-serial:X}"
+    digits = digits if len(digits) % 2 == 0 else "0" + digits
+    fingerprint = hashlib.sha1(der, usedforsecurity=False).hexdigest()
+    return {"tls.cert_subject": subject, "tls.cert_issuer": issuer,
+            "tls.cert_serial": ":".join(digits[i:i + 2] for i in range(0, len(digits), 2)).encode(),
+            "tls.cert_fingerprint": ":".join(fingerprint[i:i + 2] for i in range(0, 40, 2)).encode()}
+
+
+def _name(name: object) -> bytes:
+    parts = []
+    for attribute in name:  # type: ignore[attr-defined]
+        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
+        parts.append(f"{attribute.rfc4514_attribute_name}={value}")
+    return ", ".join(parts).encode("utf-8", "replace")
+
+
 class TlsParser(StreamParser):
     proto = "tls"
 
@@ -92,7 +177,7 @@ class TlsParser(StreamParser):
         self.client = client
         self.handshake = bytearray()
         self.hello_raw = bytearray()
-        self.hello_done = not client
+        self.hello_done = False
         self.lost = False
 
     def feed(self, data: bytes, sink: Sink) -> None:
@@ -128,6 +213,10 @@ class TlsParser(StreamParser):
 
     def _try_hello(self, sink: Sink) -> None:
         hs = self.handshake
+        if not self.client:  # the server's flight ends with ServerHelloDone (TLS 1.2) or turns to ciphertext
+            if _flight_done(hs) or len(self.hello_raw) > self.limits.message_max:
+                self._flush_hello(sink)
+            return
         if len(hs) >= 4:
             if hs[0] != 1:
                 self.hello_done = True
@@ -142,7 +231,10 @@ class TlsParser(StreamParser):
     def _flush_hello(self, sink: Sink) -> None:
         if not self.hello_raw:
             return
-        parsed = client_hello(bytes(self.handshake[4:])) if self.handshake[:1] == b"\x01" else None
+        if not self.client:
+            parsed = server_flight(bytes(self.handshake)) if self.handshake[:1] == b"\x02" else None
+        else:
+            parsed = client_hello(bytes(self.handshake[4:])) if self.handshake[:1] == b"\x01" else None
         raw = bytes(self.hello_raw)
         self.hello_raw.clear()
         self.handshake.clear()
@@ -157,3 +249,17 @@ class TlsParser(StreamParser):
         sink.passthrough(bytes(self.buf))
         self.buf.clear()
         self.lost = True
+
+
+def _flight_done(handshake: bytes | bytearray) -> bool:
+    """A complete ServerHelloDone (type 14) among the complete messages gathered."""
+    pos = 0
+    while pos + 4 <= len(handshake):
+        size = handshake[pos + 1] << 16 | handshake[pos + 2] << 8 | handshake[pos + 3]
+        if pos + 4 + size > len(handshake):
+            return False
+        if handshake[pos] == 14:
+            return True
+        pos += 4 + size
+    return False
+
