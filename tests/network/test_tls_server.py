@@ -9,7 +9,6 @@ import hashlib
 import socket
 import socketserver
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,7 @@ from cloudward.network.capture import read_capture
 from cloudward.network.inspect import InspectOptions, Totals, inspect_capture, prepare
 from cloudward.network.pipeline import inspectables
 from cloudward.network.protocols.tls import certificate_fields, server_flight
-from tests.network.capturing import capture_lo
+from tests.network.capturing import capture_lo, serving
 
 
 def make_cert(folder: Path, common_name: str, organization: str, serial: int) -> tuple[Path, Path, bytes]:
@@ -61,13 +60,8 @@ def tls_server(cert: Path, key: Path, version: ssl.TLSVersion) -> Iterator[int]:
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def hello(port: int) -> None:

@@ -17,6 +17,7 @@ decode leaves the certificate buffers out.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 from cloudward.network.protocols.base import ParserLimits, Sink, StreamParser
 
@@ -51,28 +52,21 @@ def client_hello(body: bytes) -> tuple[dict[str, bytes], dict[str, object]] | No
         formats: list[int] = []
         sni = b""
         alpn: list[bytes] = []
-        if pos + 2 <= len(body):
-            end = min(len(body), pos + 2 + (body[pos] << 8 | body[pos + 1]))
-            pos += 2
-            while pos + 4 <= end:
-                etype = body[pos] << 8 | body[pos + 1]
-                elen = body[pos + 2] << 8 | body[pos + 3]
-                data = body[pos + 4:pos + 4 + elen]
-                pos += 4 + elen
-                if etype in _GREASE:
-                    continue
-                extensions.append(etype)
-                if etype == 0 and len(data) >= 5 and data[2] == 0:  # server_name, host_name entry
-                    sni = data[5:5 + (data[3] << 8 | data[4])]
-                elif etype == 10 and len(data) >= 2:
-                    groups = [data[i] << 8 | data[i + 1] for i in range(2, 2 + (data[0] << 8 | data[1]) - 1, 2)]
-                elif etype == 11 and data:
-                    formats = list(data[1:1 + data[0]])
-                elif etype == 16 and len(data) >= 2:
-                    i = 2
-                    while i < len(data) and len(alpn) < 16:
-                        alpn.append(data[i + 1:i + 1 + data[i]])
-                        i += 1 + data[i]
+        for etype, data in _extensions(body, pos):
+            if etype in _GREASE:
+                continue
+            extensions.append(etype)
+            if etype == 0 and len(data) >= 5 and data[2] == 0:  # server_name, host_name entry
+                sni = data[5:5 + (data[3] << 8 | data[4])]
+            elif etype == 10 and len(data) >= 2:
+                groups = [data[i] << 8 | data[i + 1] for i in range(2, 2 + (data[0] << 8 | data[1]) - 1, 2)]
+            elif etype == 11 and data:
+                formats = list(data[1:1 + data[0]])
+            elif etype == 16 and len(data) >= 2:
+                i = 2
+                while i < len(data) and len(alpn) < 16:
+                    alpn.append(data[i + 1:i + 1 + data[i]])
+                    i += 1 + data[i]
     except IndexError:
         return None
     ja3 = ",".join([
@@ -89,6 +83,19 @@ def client_hello(body: bytes) -> tuple[dict[str, bytes], dict[str, object]] | No
     if alpn:
         extra["tls.alpn"] = alpn
     return buffers, extra
+
+
+def _extensions(body: bytes, pos: int) -> Iterator[tuple[int, bytes]]:
+    """(type, data) of each extension of a hello whose extensions block starts at `pos`."""
+    if pos + 2 > len(body):
+        return
+    end = min(len(body), pos + 2 + (body[pos] << 8 | body[pos + 1]))
+    pos += 2
+    while pos + 4 <= end:
+        etype = body[pos] << 8 | body[pos + 1]
+        elen = body[pos + 2] << 8 | body[pos + 3]
+        yield etype, body[pos + 4:pos + 4 + elen]
+        pos += 4 + elen
 
 
 def server_flight(handshake: bytes) -> tuple[dict[str, bytes], dict[str, object]] | None:
@@ -125,16 +132,10 @@ def _server_hello(body: bytes) -> tuple[dict[str, bytes], dict[str, object]] | N
         pos += 3  # cipher, compression method
         extensions: list[int] = []
         negotiated = version
-        if pos + 2 <= len(body):
-            end = min(len(body), pos + 2 + (body[pos] << 8 | body[pos + 1]))
-            pos += 2
-            while pos + 4 <= end:
-                etype = body[pos] << 8 | body[pos + 1]
-                elen = body[pos + 2] << 8 | body[pos + 3]
-                if etype == 43 and elen == 2:  # supported_versions: the version really chosen (TLS 1.3)
-                    negotiated = body[pos + 4] << 8 | body[pos + 5]
-                extensions.append(etype)
-                pos += 4 + elen
+        for etype, data in _extensions(body, pos):
+            if etype == 43 and len(data) == 2:  # supported_versions: the version really chosen (TLS 1.3)
+                negotiated = data[0] << 8 | data[1]
+            extensions.append(etype)
     except IndexError:
         return None
     ja3s = f"{version},{cipher},{'-'.join(str(e) for e in extensions)}".encode()
