@@ -5,6 +5,7 @@ command that needs one of its own (and keeps what it set there), and the server'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from cloudward.network.redis_policy import hash_password
 from tests.harness.services import Service
+from tests.network.capturing import serving
 from tests.network.redis_harness import InProcessProxy, exchange, protected_server, resp
 
 pytestmark = pytest.mark.services
@@ -338,3 +341,49 @@ def test_a_client_that_never_reads_its_replies_holds_up_no_one(proxy: InProcessP
         assert held <= MAX_OUTPUT + size
     finally:
         hog.close()
+
+
+@contextmanager
+def accepting_server() -> Iterator[int]:
+    """A stand-in for a server that accepts CLIENT MAINT_NOTIFICATIONS (Redis Enterprise does;
+    open-source Redis, the real server of the other tests, refuses it): it answers +OK to every
+    command it reads, framed with the proxy's own reply framer (requests share the format)."""
+    import socketserver
+
+    from cloudward.network.resp_replies import ReplyFramer
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            framer = ReplyFramer()
+            with contextlib.suppress(OSError):
+                while data := self.request.recv(65536):
+                    pos, done = 0, 0
+                    while pos < len(data):
+                        pos, n = framer.advance(data, pos, 1 << 20)
+                        done += n
+                        if n == 0:
+                            break
+                    self.request.sendall(b"+OK\r\n" * done)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    with serving(server):
+        yield server.server_address[1]
+
+
+def test_a_server_that_accepts_maintenance_notifications_retires_that_shared_connection(tmp_path: Path):
+    policy = tmp_path / "one-shared.yaml"
+    policy.write_text("shared_connections: 1\n")
+    with accepting_server() as port:
+        running = InProcessProxy(f"127.0.0.1:{port}", policy_path=policy)
+        try:
+            with socket.create_connection(("127.0.0.1", running.port), timeout=10) as first:
+                assert exchange_on(first, resp("CLIENT", "MAINT_NOTIFICATIONS", "ON")) == b"+OK\r\n"
+                assert running.proxy.server_pushes_notifications
+                assert exchange_on(first, resp("GET", "k")) == b"+OK\r\n"  # still served where it is
+                with socket.create_connection(("127.0.0.1", running.port), timeout=10) as second:
+                    assert exchange_on(second, resp("GET", "k")) == b"+OK\r\n"  # on a new shared connection
+                    assert exchange_on(second, resp("CLIENT", "MAINT_NOTIFICATIONS", "ON")) == b"+OK\r\n"
+            assert running.proxy.stats.promoted == 1  # the second asked once the server was known to push
+        finally:
+            running.close()

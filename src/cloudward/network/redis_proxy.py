@@ -368,7 +368,7 @@ class RedisProxy:
             pool[:] = (pool + [None] * size)[:size]
         self._next_shared = (self._next_shared + 1) % size
         shared = pool[self._next_shared]
-        if shared is None or shared.dead:
+        if shared is None or shared.dead or shared.retired:
             shared = pool[self._next_shared] = SharedUpstream(self, protocol)
         return shared
 

@@ -88,7 +88,8 @@ class SharedUpstream(asyncio.Protocol):
         self.protocol = protocol  # 3: HELLO 3 is its first command, for clients that sent HELLO 3
         self.transport: asyncio.Transport | None = None
         self.members: set[Member] = set()
-        self.dead = False
+        self.dead = False  # closed or failed: its clients are gone
+        self.retired = False  # takes no new clients (see _accepted); the ones on it carry on
         self._due: deque[list[Any]] = deque()  # [client, replies still due] per read forwarded, in order
         self._out: list[bytes] = []
         self._out_commands = 0
@@ -247,7 +248,7 @@ class SharedUpstream(asyncio.Protocol):
         clients that ask for them get a connection of their own; the ones on it stay until a push
         arrives (then they are closed, as on any unframable stream, and reconnect)."""
         self.proxy.server_pushes_notifications = True
-        self.dead = True
+        self.retired = True
 
     def _deliver(self, member: Member, chunk: bytes) -> None:
         if member.closed or member.discarding:
