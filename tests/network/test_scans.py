@@ -120,14 +120,26 @@ def test_scans_below_the_thresholds_are_not_reported():
 
 def test_attempts_are_counted_in_the_window_they_started_in_even_when_they_end_late():
     detector = ScanDetector()
-    for port in range(1, 20):
-        detector.attempt("tcp", "10.0.0.9", "10.0.0.1", port, 1000.0 + port)
-    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 99, 1070.0)  # the next window
-    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 20, 1030.0)  # ended late, started in the first
+    for port in range(1, 20):  # the minute from 1200 s (port_scan's windows are fixed 60 s slices)
+        detector.attempt("tcp", "10.0.0.9", "10.0.0.1", port, 1200.0 + port)
+    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 99, 1270.0)  # the next window
+    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 20, 1230.0)  # ended late, started in the first
     assert [a.rule.id for a in detector.alerts] == ["network.scan.port_scan"]
     assert detector.alerts[0].count == 20
-    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 21, 1031.0)
+    detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 21, 1231.0)
     assert len(detector.alerts) == 1  # once per source and host
+
+
+def test_each_rule_counts_in_windows_of_its_own_length():
+    """25 ports, one every 15 s: never 20 in a minute (port_scan's window), though 20 in the 300 s the
+    cloud-port sweep counts in; and 5 Docker-port hosts a minute apart do make that sweep."""
+    detector = ScanDetector()
+    for i in range(25):
+        detector.attempt("tcp", "10.0.0.9", "10.0.0.1", 1000 + i, 3000.0 + 15 * i)
+    assert detector.alerts == []
+    for i in range(5):
+        detector.attempt("tcp", "10.0.0.9", f"10.0.2.{i}", 2375, 3000.0 + 55 * i)
+    assert [a.rule.id for a in detector.alerts] == ["network.scan.cloud_service_sweep"]
 
 
 def test_udp_and_tcp_are_counted_apart_and_sources_apart():
@@ -147,8 +159,9 @@ def test_memory_stays_bounded(attempts: list[tuple[int, int, int, float]]):
     for source, host, port, ts in attempts:
         detector.attempt("tcp", f"10.1.{source // 256}.{source % 256}", f"10.2.0.{host}", port, ts)
     assert len(detector._sources) <= 50
-    for windows in detector._sources.values():
-        assert len(windows) <= 2 and all(w.size <= 30 for w in windows)
+    for by_length in detector._sources.values():
+        for windows in by_length.values():
+            assert len(windows) <= 2 and all(w.size <= 30 for w in windows)
     keys = [(a.rule.id, a.source, a.host, a.port) for a in detector.alerts]
     assert len(keys) == len(set(keys))
 

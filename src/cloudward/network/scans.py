@@ -12,7 +12,8 @@ What is counted, per source address within fixed windows of capture time (rules/
 distinct ports tried on one host (`ports`: a port scan) and the distinct hosts tried on one port
 (`hosts`: a sweep, optionally only of listed ports, e.g. Docker's 2375 and the kubelet's 10250).
 Flows end out of order (a refused attempt is forgotten seconds after an unanswered one that came
-first), so counts are kept per window the attempt *started* in, the last two windows of each source.
+first), so counts are kept per window the attempt *started* in: the last two windows of each source,
+for each window length the rules use (each rule counts in windows of its own `window`).
 
 Memory is bounded whatever the traffic: at most `max_sources` sources are tracked (the one seen
 least recently goes first, counted in `evicted`), and per source and window at most
@@ -88,6 +89,19 @@ class _Window:
     hosts: dict[tuple[str, int], set[str]] = field(default_factory=dict)  # (proto, port) -> hosts
     size: int = 0
 
+    def add(self, proto: str, host: str, port: int, ts: float, max_targets: int) -> bool:
+        """Count one attempt; False when it adds nothing (seen before, or the window is full)."""
+        if self.size >= max_targets:
+            return False
+        self.first = min(self.first, ts)
+        ports = self.ports.setdefault((proto, host), set())
+        if port in ports:
+            return False
+        ports.add(port)
+        self.hosts.setdefault((proto, port), set()).add(host)
+        self.size += 1
+        return True
+
 
 class ScanDetector:
     """Counts failed attempts per source; `alerts` collects what crossed a rule's threshold (the
@@ -96,13 +110,15 @@ class ScanDetector:
     def __init__(self, rules: tuple[Rule, ...] | None = None, *, max_sources: int = 65536,
                  max_targets: int = 4096) -> None:
         self.rules = builtin_rules() if rules is None else rules
-        self.window = max((float(r.match["window"]) for r in self.rules), default=60.0)
+        self._by_length: dict[float, list[Rule]] = {}
+        for rule in self.rules:
+            self._by_length.setdefault(float(rule.match["window"]), []).append(rule)
         self.max_sources = max_sources
         self.max_targets = max_targets
         self.alerts: list[ScanAlert] = []
         self.attempts = 0  # failed attempts counted
         self.evicted = 0  # sources forgotten to stay within max_sources
-        self._sources: OrderedDict[str, list[_Window]] = OrderedDict()
+        self._sources: OrderedDict[str, dict[float, list[_Window]]] = OrderedDict()  # source -> length -> windows
         self._alerted: set[tuple[str, str, str, object]] = set()
         self._sweep_ports = {r.id: frozenset(r.match.get("ports", [])) for r in self.rules}
 
@@ -118,44 +134,47 @@ class ScanDetector:
 
     def attempt(self, proto: str, source: str, host: str, port: int, ts: float) -> None:
         self.attempts += 1
-        windows = self._sources.get(source)
-        if windows is None:
+        by_length = self._sources.get(source)
+        if by_length is None:
             if len(self._sources) >= self.max_sources:
                 self._sources.popitem(last=False)
                 self.evicted += 1
-            windows = self._sources[source] = []
+            by_length = self._sources[source] = {}
         else:
             self._sources.move_to_end(source)
-        start = ts - ts % self.window
-        window = next((w for w in windows if w.start == start), None)
-        if window is None:
-            if windows and start < min(w.start for w in windows):
-                return  # older than both windows kept: too late to count
-            window = _Window(start, ts)
-            windows.append(window)
-            windows.sort(key=lambda w: w.start)
-            del windows[:-2]
-        if window.size >= self.max_targets:
-            return
-        window.first = min(window.first, ts)
-        ports = window.ports.setdefault((proto, host), set())
-        hosts = window.hosts.setdefault((proto, port), set())
-        if port in ports and host in hosts:
-            return
-        ports.add(port)
-        hosts.add(host)
-        window.size += 1
-        for rule in self.rules:
+        for length, rules in self._by_length.items():  # each rule counts in windows of its own length
+            window = self._window(by_length.setdefault(length, []), length, ts)
+            if window is not None and window.add(proto, host, port, ts, self.max_targets):
+                self._judge(rules, window, proto, source, host, port, ts)
+
+    @staticmethod
+    def _window(windows: list[_Window], length: float, ts: float) -> _Window | None:
+        """The window `ts` falls in, among the last two kept (None: older than both)."""
+        start = ts - ts % length
+        for window in windows:
+            if window.start == start:
+                return window
+        if windows and start < min(w.start for w in windows):
+            return None  # too late to count
+        window = _Window(start, ts)
+        windows.append(window)
+        windows.sort(key=lambda w: w.start)
+        del windows[:-2]
+        return window
+
+    def _judge(self, rules: list[Rule], window: _Window, proto: str, source: str, host: str, port: int,
+               ts: float) -> None:
+        for rule in rules:
             kind = rule.match["kind"]
             seen: set[int] | set[str]
             target: str | int
             if kind == "ports":
-                seen, target = ports, host
+                seen, target = window.ports[(proto, host)], host
             else:
                 allowed = self._sweep_ports[rule.id]
                 if allowed and port not in allowed:
                     continue
-                seen, target = hosts, port
+                seen, target = window.hosts[(proto, port)], port
             if len(seen) < rule.match["threshold"] or (rule.id, source, proto, target) in self._alerted:
                 continue
             self._alerted.add((rule.id, source, proto, target))
