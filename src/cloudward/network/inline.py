@@ -109,10 +109,6 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     QueueError when the queue cannot be bound."""
     import fnfqueue
 
-    # fnfqueue's reader thread hands packets over to this one; with the default 5 ms switch interval
-    # a packet could wait that long for the GIL while this thread judges the previous one
-    previous_interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL)
     stop = stop or threading.Event()
     try:
         conn = fnfqueue.Connection()
@@ -192,6 +188,10 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     matcher = engine.matcher()
     if on_ready is not None:
         on_ready()
+    # fnfqueue's reader thread hands packets over to this one; with the default 5 ms switch interval
+    # a packet could wait that long for the GIL while this thread judges the previous one
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     started = time.perf_counter()
     try:
         units = Pipeline(INLINE_LIMITS, pipeline_stats, on_flow_end=scans.flow_ended if scans else None).run(packets())
