@@ -182,3 +182,17 @@ def test_every_builtin_scan_rule_validates_and_bad_ones_are_refused():
             validate_rule(rule)
     with pytest.raises(RuleError):
         parse_rule_documents("id: [", "test")
+
+
+def test_a_live_scan_line_names_the_source_and_what_it_tried(capsys: pytest.CaptureFixture[str]):
+    from cloudward.cli.network_inspect import _live_line
+    from cloudward.core.finding import Target
+    from cloudward.network.scans import scan_finding
+
+    detector = ScanDetector()
+    for port in range(1, 21):
+        detector.attempt("tcp", "10.0.0.9", "10.0.0.1", port, 600.0 + port)
+    _live_line(scan_finding(detector.alerts[0], Target(kind="interface", name="lo"), "live:lo"))
+    line = capsys.readouterr().err
+    assert "network.scan.port_scan" in line and "10.0.0.9 tried 20 TCP ports of 10.0.0.1" in line
+    assert "None" not in line

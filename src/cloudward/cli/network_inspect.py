@@ -251,19 +251,15 @@ def ips(
     totals = Totals()
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    timer = threading.Timer(duration, stop.set) if duration is not None else None
     status = ScanStatus.COMPLETED
 
     def ready() -> None:
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
         _say(f"ips: judging NFQUEUE {queue} with {len(engine.loaded.signatures)} signatures"
              + (" (alert only)" if alert_only else "") + (f" for {duration:g} s" if duration is not None else ""))
 
     try:
-        stats = run_inline(queue, engine, result, totals, policy=policy, fail_open=fail_open, stop=stop,
-                           on_finding=_live_line, on_ready=ready)
+        stats = run_inline(queue, engine, result, totals, policy=policy, fail_open=fail_open, duration=duration,
+                           stop=stop, on_finding=_live_line, on_ready=ready)
     except QueueError as exc:
         raise UsageError(f"--queue {queue}: cannot bind the queue ({exc.strerror or exc}); it needs "
                          "CAP_NET_ADMIN and a queue no other process holds") from None
@@ -272,8 +268,6 @@ def ips(
         stats = None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if timer is not None:
-            timer.cancel()
     if stats is not None:
         result.stats["ips"] = {"packets": stats.packets, "accepted": stats.accepted, "dropped": stats.dropped,
                                "dropped_flows": stats.dropped_flows, "undecoded": stats.undecoded,
@@ -288,10 +282,13 @@ def ips(
 
 def _live_line(finding: Finding) -> None:
     where = finding.location
-    err_console().print(
-        f"{finding.severity.value:<8} {finding.rule_id}  {where.get('proto')} {where.get('src')}:"
-        f"{where.get('sport')} -> {where.get('dst')}:{where.get('dport')}  {finding.title}",
-        highlight=False, markup=False, soft_wrap=True)
+    if "src" in where:  # a signature: its flow
+        place = (f"{where.get('proto')} {where.get('src')}:{where.get('sport')} -> "
+                 f"{where.get('dst')}:{where.get('dport')}")
+    else:  # a scan: its source and what it tried
+        place = str(finding.evidence.get("scan", where.get("source")))
+    err_console().print(f"{finding.severity.value:<8} {finding.rule_id}  {place}  {finding.title}",
+                        highlight=False, markup=False, soft_wrap=True)
 
 
 def _check_files(files: list[Path], vars_file: Path | None, classification: Path | None,

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatch
 
 from cloudward.core.finding import Finding, Target
@@ -37,7 +37,7 @@ from cloudward.core.severity import Severity
 from cloudward.network.capture import LINKTYPE_RAW, Packet
 from cloudward.network.events import FlowKey
 from cloudward.network.flows import Limits, Stats, address_text
-from cloudward.network.inspect import Engine, Totals, finding_from_alert, record_scans
+from cloudward.network.inspect import Engine, Totals, finding_from_alert, record_finding, record_scans
 from cloudward.network.layers import TCP, UDP, decode
 from cloudward.network.pipeline import Pipeline
 from cloudward.network.suricata import Signature
@@ -86,7 +86,6 @@ class InlineStats:
     overflows: int = 0  # times the netlink socket overflowed (the kernel dropped, or with fail_open accepted)
     dropped_flows: int = 0
     flows_forgotten: int = 0  # dropped flows beyond MAX_DROPPED_FLOWS, oldest first
-    by_rule: dict[str, int] = field(default_factory=dict)
 
 
 def _flow_of(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[object, ...]:
@@ -102,11 +101,11 @@ def _flow_of_key(key: FlowKey) -> tuple[object, ...]:
 
 
 def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *, policy: DropPolicy,
-               fail_open: bool = False, stop: threading.Event | None = None,
+               fail_open: bool = False, duration: float | None = None, stop: threading.Event | None = None,
                on_finding: Callable[[Finding], None] | None = None,
                on_ready: Callable[[], None] | None = None) -> InlineStats:
-    """Judge the packets of NFQUEUE `queue` until `stop` is set. Needs CAP_NET_ADMIN; raises
-    QueueError when the queue cannot be bound."""
+    """Judge the packets of NFQUEUE `queue` until `duration` seconds pass or `stop` is set. Needs
+    CAP_NET_ADMIN; raises QueueError when the queue cannot be bound."""
     import fnfqueue
 
     stop = stop or threading.Event()
@@ -188,6 +187,11 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
     matcher = engine.matcher()
     if on_ready is not None:
         on_ready()
+    result.targets.append(capture)
+    timer = threading.Timer(duration, stop.set) if duration is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     # fnfqueue's reader thread hands packets over to this one; with the default 5 ms switch interval
     # a packet could wait that long for the GIL while this thread judges the previous one
     previous_interval = sys.getswitchinterval()
@@ -212,16 +216,13 @@ def run_inline(queue: int, engine: Engine, result: ScanResult, totals: Totals, *
                 finding = finding_from_alert(alert, engine, target, capture)
                 finding.evidence["ips"] = "dropped: this packet and the rest of its flow" if verdict == "drop" \
                     else "alerted (passed)"
-                result.findings.append(finding)
-                totals.alerts += 1
-                totals.by_rule[finding.rule_id] += 1
-                stats.by_rule[finding.rule_id] = stats.by_rule.get(finding.rule_id, 0) + 1
-                if on_finding is not None:
-                    on_finding(finding)
+                record_finding(finding, result, totals, on_finding)
             if scans is not None and scans.alerts:
                 record_scans(scans, target, capture, result, totals, on_finding)
     finally:
         stop.set()
+        if timer is not None:
+            timer.cancel()
         close_once()
         sys.setswitchinterval(previous_interval)
         totals.source_done(pipeline_stats, started)

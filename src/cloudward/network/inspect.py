@@ -276,27 +276,27 @@ def _judge(units: Iterable[Inspectable], matcher: Matcher, engine: Engine, targe
             totals.pipeline["scan_failed_attempts"] = totals.pipeline.get("scan_failed_attempts", 0) + scans.attempts
 
 
+def record_finding(finding: Finding, result: ScanResult, totals: Totals,
+                   on_finding: Callable[[Finding], None] | None) -> None:
+    """One alert's finding into the run: the result, the counters, and the live callback."""
+    result.findings.append(finding)
+    totals.alerts += 1
+    totals.by_rule[finding.rule_id] += 1
+    if on_finding is not None:
+        on_finding(finding)
+
+
 def record_scans(scans: ScanDetector, target: Target, capture: str, result: ScanResult, totals: Totals,
-                  on_finding: Callable[[Finding], None] | None) -> None:
+                 on_finding: Callable[[Finding], None] | None) -> None:
     alerts, scans.alerts = scans.alerts, []
     for alert in alerts:
-        finding = scan_finding(alert, target, capture)
-        result.findings.append(finding)
-        totals.alerts += 1
-        totals.by_rule[finding.rule_id] += 1
-        if on_finding is not None:
-            on_finding(finding)
+        record_finding(scan_finding(alert, target, capture), result, totals, on_finding)
 
 
 def _record(alerts: list[Alert], engine: Engine, target: Target, capture: str, result: ScanResult,
             totals: Totals, on_finding: Callable[[Finding], None] | None) -> None:
     for alert in alerts:
-        finding = finding_from_alert(alert, engine, target, capture)
-        result.findings.append(finding)
-        totals.alerts += 1
-        totals.by_rule[finding.rule_id] += 1
-        if on_finding is not None:
-            on_finding(finding)
+        record_finding(finding_from_alert(alert, engine, target, capture), result, totals, on_finding)
 
 
 def matcher_counts(matchers: Iterable[Matcher]) -> dict[str, int]:
